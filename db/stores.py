@@ -1,0 +1,186 @@
+"""Everything storage is built from one MongoDB URI.
+
+The LaunchPad collections, the jobflow JobStore (``outputs`` + GridFS ``outputs_blobs``)
+and the campaign collections (``candidates``, ``materials``, ``rounds`` and the GridFS
+buckets ``frames`` and ``models``) share one database, so switching from the local
+server to a production MongoDB is one setting.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from fireworks import LaunchPad
+    from jobflow import JobStore
+    from pymongo.database import Database
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "flywheel"
+
+# Indexes for the queries users run (see docs/querying.md).
+INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dict]]] = {
+    "materials": [
+        ([("campaign", 1), ("material_id", 1)], {"unique": True}),
+        [("campaign", 1), ("chemsys", 1), ("e_above_hull", 1)],
+        [("campaign", 1), ("stable", 1), ("round", 1)],
+        [("campaign", 1), ("formula", 1)],
+        [("campaign", 1), ("nelements", 1)],
+    ],
+    "candidates": [
+        ([("campaign", 1), ("candidate_id", 1)], {"unique": True}),
+        [("campaign", 1), ("round", 1), ("status", 1)],
+        [("campaign", 1), ("formula", 1)],
+        [("campaign", 1), ("chemsys", 1)],
+    ],
+    "rounds": [([("campaign", 1), ("round", 1)], {"unique": True})],
+}
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """Return ``(uri, database name)``; the database defaults to ``flywheel``."""
+    from pymongo.uri_parser import parse_uri
+
+    database = parse_uri(uri).get("database") or DEFAULT_DATABASE
+    return uri, database
+
+
+def with_database(uri: str, database: str) -> str:
+    """Return ``uri`` with its path set to ``database`` (query string kept)."""
+    head, _, query = uri.partition("?")
+    scheme, _, rest = head.partition("://")
+    hosts = rest.split("/", 1)[0]
+    out = f"{scheme}://{hosts}/{database}"
+    return f"{out}?{query}" if query else out
+
+
+_CLIENTS: dict[tuple[int, str], Any] = {}
+
+
+def get_client(uri: str, timeout_ms: int = 5000):
+    """A MongoClient per (process, URI): pymongo clients must not cross a fork."""
+    from pymongo import MongoClient
+
+    key = (os.getpid(), uri)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, tz_aware=True)
+    return _CLIENTS[key]
+
+
+def get_database(uri: str) -> Database:
+    """The database named in ``uri``."""
+    uri, name = split_uri(uri)
+    return get_client(uri)[name]
+
+
+def make_launchpad(uri: str) -> LaunchPad:
+    """A FireWorks LaunchPad on the database named in ``uri``."""
+    from fireworks import LaunchPad
+
+    uri, name = split_uri(uri)
+    return LaunchPad(host=with_database(uri, name), name=name, uri_mode=True)
+
+
+def jobstore_spec(uri: str) -> dict[str, Any]:
+    """The ``JOB_STORE`` mapping of a jobflow config file for ``uri``."""
+    uri, name = split_uri(uri)
+    return {
+        "docs_store": {
+            "type": "MongoURIStore",
+            "uri": uri,
+            "database": name,
+            "collection_name": "outputs",
+        },
+        "additional_stores": {
+            "data": {
+                "type": "GridFSStore",
+                "uri": uri,
+                "database": name,
+                "collection_name": "outputs_blobs",
+            }
+        },
+    }
+
+
+def make_jobstore(uri: str) -> JobStore:
+    """A jobflow JobStore with docs in ``outputs`` and large data in GridFS."""
+    from jobflow import JobStore
+    from maggma.stores import GridFSStore, MongoURIStore
+
+    uri, name = split_uri(uri)
+    return JobStore(
+        MongoURIStore(uri, collection_name="outputs", database=name),
+        additional_stores={
+            "data": GridFSStore(name, "outputs_blobs", uri=uri)
+        },
+    )
+
+
+@dataclass
+class CampaignDB:
+    """The campaign's own collections and GridFS buckets for one campaign name."""
+
+    uri: str
+    campaign: str
+
+    @property
+    def db(self) -> Database:
+        return get_database(self.uri)
+
+    @property
+    def candidates(self):
+        return self.db["candidates"]
+
+    @property
+    def materials(self):
+        return self.db["materials"]
+
+    @property
+    def rounds(self):
+        return self.db["rounds"]
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes (idempotent)."""
+        for coll, specs in INDEXES.items():
+            for spec in specs:
+                keys, opts = spec if isinstance(spec, tuple) else (spec, {})
+                self.db[coll].create_index(keys, **opts)
+
+    def q(self, **query: Any) -> dict[str, Any]:
+        """A query restricted to this campaign."""
+        return {"campaign": self.campaign, **query}
+
+    # -- GridFS -------------------------------------------------------------------
+    def _bucket(self, name: str):
+        import gridfs
+
+        return gridfs.GridFSBucket(self.db, bucket_name=name)
+
+    def put_file(self, bucket: str, filename: str, data: bytes, **metadata: Any) -> Any:
+        """Store ``data`` gzip-compressed in a GridFS bucket; return the file id."""
+        meta = {"campaign": self.campaign, **metadata}
+        return self._bucket(bucket).upload_from_stream(
+            filename, gzip.compress(data, compresslevel=5), metadata=meta
+        )
+
+    def find_files(self, bucket: str, **metadata: Any) -> list[dict[str, Any]]:
+        """File documents of a bucket matching metadata, oldest first."""
+        query = {f"metadata.{k}": v for k, v in self.q(**metadata).items()}
+        return list(self.db[f"{bucket}.files"].find(query).sort("uploadDate", 1))
+
+    def get_file(self, bucket: str, file_id: Any) -> bytes:
+        """Read and decompress one GridFS file."""
+        return gzip.decompress(self._bucket(bucket).open_download_stream(file_id).read())
+
+    def delete_files(self, bucket: str, file_ids: Iterable[Any]) -> None:
+        """Delete GridFS files (used when a rerun replaces a partial upload)."""
+        b = self._bucket(bucket)
+        for fid in file_ids:
+            b.delete(fid)

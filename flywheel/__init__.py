@@ -1,0 +1,5 @@
+"""flywheel: GNoME-style active-learning campaigns for stable inorganic crystals."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,289 @@
+"""The campaign configuration: one typed object, loaded from YAML.
+
+Every section forbids unknown keys, so a typo such as ``ensmble_size`` is an error that
+names the field (with a suggestion) instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "CampaignConfig",
+    "ConfigError",
+    "load_campaign",
+]
+
+
+class ConfigError(ValueError):
+    """A campaign file that cannot be used; the message names the offending field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ChemistryConfig(_Section):
+    """The chemical space the campaign explores."""
+
+    elements: list[str] = Field(
+        description="Element symbols candidates may contain, e.g. [Li, Fe, O]."
+    )
+    max_elements: int = Field(
+        3, ge=1, le=8, description="Maximum number of distinct elements per candidate."
+    )
+    max_sites: int = Field(
+        24, ge=1, description="Maximum number of sites in a candidate cell."
+    )
+
+    @field_validator("elements")
+    @classmethod
+    def _known_elements(cls, value: list[str]) -> list[str]:
+        from pymatgen.core.periodic_table import Element
+
+        if not value:
+            raise ValueError("at least one element is required")
+        unknown = [e for e in value if not Element.is_valid_symbol(e)]
+        if unknown:
+            raise ValueError(f"unknown element symbol(s): {', '.join(unknown)}")
+        if len(set(value)) != len(value):
+            raise ValueError("elements must not repeat")
+        return value
+
+
+class SeedsConfig(_Section):
+    """Round 0: what the oracle relaxes before any model exists."""
+
+    builtin: bool = Field(
+        True,
+        description="Include the built-in seeds: elemental references and binary "
+        "AFLOW prototypes decorated with the campaign's elements.",
+    )
+    files: list[Path] = Field(
+        default_factory=list,
+        description="Extra seed files: CIF, POSCAR, extxyz or ComputedStructureEntry "
+        "JSON. Relative paths are relative to the campaign file.",
+    )
+    max_seeds: int = Field(
+        24,
+        ge=1,
+        description="Seeds relaxed in round 0 at most: elemental references first, "
+        "then the seed files, then built-in prototypes.",
+    )
+
+
+class SubstitutionConfig(_Section):
+    """Ion substitution with pymatgen's data-mined substitution probabilities."""
+
+    enabled: bool = Field(True, description="Run this generator.")
+    budget: int = Field(
+        200, ge=0, description="Maximum unique candidates per round from this generator."
+    )
+    threshold: float = Field(
+        1e-3,
+        gt=0,
+        le=1,
+        description="Minimum substitution probability (pymatgen Substitutor threshold).",
+    )
+
+
+class GenerateConfig(_Section):
+    """Candidate generators and their per-round budgets."""
+
+    substitution: SubstitutionConfig = Field(default_factory=SubstitutionConfig)
+    seed: int = Field(0, description="Random seed for sub-sampling over budget.")
+
+
+class MaceModelConfig(_Section):
+    """Size and training schedule of each MACE ensemble member."""
+
+    num_channels: int = Field(16, ge=4, description="Hidden channels.")
+    max_L: int = Field(0, ge=0, le=3, description="Maximum equivariant order L.")
+    r_max: float = Field(5.0, gt=1, description="Cut-off radius (Å).")
+    num_interactions: int = Field(2, ge=1, le=4, description="Message-passing layers.")
+    max_num_epochs: int = Field(30, ge=1, description="Epochs per training.")
+    batch_size: int = Field(8, ge=1, description="Training batch size (structures).")
+    lr: float = Field(0.01, gt=0, description="Learning rate.")
+
+
+class FilterConfig(_Section):
+    """The ML filter: MACE ensemble, acquisition and selection budget."""
+
+    ensemble_size: int = Field(2, ge=2, le=16, description="MACE models in the ensemble.")
+    budget: int = Field(
+        8, ge=1, description="Candidates sent to the oracle per round."
+    )
+    stability_threshold: float = Field(
+        0.05,
+        ge=0,
+        description="Predicted energy above hull (eV/atom) at or below which the filter "
+        "calls a candidate stable.",
+    )
+    kappa: float = Field(
+        1.0,
+        ge=0,
+        description="Acquisition = predicted E_hull − kappa × ensemble spread (eV/atom): "
+        "larger values explore more.",
+    )
+    max_per_formula: int = Field(
+        2, ge=1, description="Polymorphs of one reduced formula selected per round."
+    )
+    batch_size: int = Field(32, ge=1, description="Structures per inference batch.")
+    model: MaceModelConfig = Field(default_factory=MaceModelConfig)
+
+
+class OracleConfig(_Section):
+    """The oracle that relaxes selected candidates."""
+
+    backend: Literal["chgnet"] = Field(
+        "chgnet",
+        description="'chgnet': atomate2's ForceFieldRelaxMaker with the CHGNet weights "
+        "shipped in the chgnet wheel (runs anywhere, no download).",
+    )
+    fmax: float = Field(0.05, gt=0, description="Force convergence (eV/Å).")
+    steps: int = Field(300, ge=1, description="Maximum ionic steps per relaxation.")
+    relax_cell: bool = Field(True, description="Relax the cell as well as positions.")
+    chunk_size: int = Field(
+        4, ge=1, description="Relaxations per FireWorks job (cheap oracles batch well)."
+    )
+    max_frames: int = Field(
+        12,
+        ge=2,
+        description="Trajectory frames kept per relaxation for training "
+        "(evenly spaced; first and last always kept).",
+    )
+
+
+class HullConfig(_Section):
+    """Convex hull and the definition of 'stable'."""
+
+    on_hull_tolerance: float = Field(
+        5e-5,
+        ge=0,
+        description="Energy above hull (eV/atom) at or below which an entry counts as "
+        "on the hull (GNoME uses 5e-5).",
+    )
+
+
+class RoundsConfig(_Section):
+    """When the campaign stops."""
+
+    max_rounds: int = Field(
+        2, ge=0, description="Active-learning rounds after the seed round 0."
+    )
+    max_oracle_calls: int | None = Field(
+        None, ge=1, description="Stop once this many oracle relaxations were run."
+    )
+    min_hit_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Stop when the hit rate (stable ÷ evaluated) of a round falls "
+        "below this value for `patience` consecutive rounds.",
+    )
+    patience: int = Field(1, ge=1, description="Rounds below min_hit_rate before stop.")
+
+
+class DatabaseConfig(_Section):
+    """Where the campaign, the LaunchPad and the JobStore live (one MongoDB database)."""
+
+    uri: str = Field(
+        "mongodb://127.0.0.1:27118/flywheel",
+        description="MongoDB URI including the database name. A loopback URI is served "
+        "by the local SecantusDB server that `flywheel run` starts.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _mongodb_uri(cls, value: str) -> str:
+        if not value.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+
+class CampaignConfig(_Section):
+    """Everything that defines one active-learning campaign."""
+
+    name: str = Field(
+        description="Campaign name; every stored document carries it.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    )
+    chemistry: ChemistryConfig
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    oracle: OracleConfig = Field(default_factory=OracleConfig)
+    hull: HullConfig = Field(default_factory=HullConfig)
+    rounds: RoundsConfig = Field(default_factory=RoundsConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+
+    def resolved_seed_files(self, base: Path) -> list[Path]:
+        """Seed files with relative paths taken relative to ``base``."""
+        return [p if p.is_absolute() else (base / p) for p in self.seeds.files]
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    """Suggest the closest valid field name for a mistyped key."""
+    model: Any = CampaignConfig
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        model = field.annotation
+    names = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One message per problem, each naming the dotted field path."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        dotted = ".".join(str(p) for p in loc) or "<top level>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown field '{dotted}'{_suggest(loc)}")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: missing required field '{dotted}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: field '{dotted}': {msg}")
+    return "\n".join(lines)
+
+
+def campaign_from_dict(data: dict[str, Any], source: str = "campaign") -> CampaignConfig:
+    """Validate a mapping into a :class:`CampaignConfig` or raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_campaign(path: str | Path) -> CampaignConfig:
+    """Load and validate a campaign YAML file.
+
+    Seed file paths are made absolute relative to the YAML file and checked to exist,
+    so that a missing file fails before anything is submitted.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"campaign file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    config = campaign_from_dict(data, source=str(path))
+    files = config.resolved_seed_files(path.resolve().parent)
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise ConfigError(f"{path}: field 'seeds.files': file not found: {missing[0]}")
+    config.seeds.files = files
+    return config

@@ -1,0 +1,186 @@
+"""The ``flywheel`` command line: ``init``, ``run``, ``submit``, ``export``, ``status``,
+``query`` and ``db``. Each command calls the same functions a Python user would."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from flywheel import __version__
+
+USAGE = """flywheel <command> [options]
+
+commands:
+  init     write an example campaign and the FireWorks/jobflow files
+  run      run a campaign locally (local database server + cpu and gpu workers)
+  submit   add a campaign to the configured LaunchPad (for qlaunch on a cluster)
+  export   write the campaign workflow for stock `lpad add`
+  status   rounds and fireworks per round, category and state
+  query    materials from the campaign database
+  db       start | stop | status the local database server
+"""
+
+
+def _load(path: str):
+    from flywheel.config import load_campaign
+
+    return load_campaign(path)
+
+
+def _override_uri(config, uri: str | None):
+    from flywheel.settings import get_settings
+
+    uri = uri or get_settings().DB_URI
+    if uri:
+        config.database.uri = uri
+    return config
+
+
+def init_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel init``: an example campaign YAML plus FireWorks and jobflow files."""
+    p = argparse.ArgumentParser(prog="flywheel init", description=init_main.__doc__)
+    p.add_argument("directory", nargs="?", default=".", help="where to write")
+    p.add_argument("--name", default="li-fe-o-demo", help="campaign name")
+    p.add_argument("--uri", default="mongodb://127.0.0.1:27118/flywheel",
+                   help="MongoDB URI written into every file")
+    args = p.parse_args(argv)
+    from flywheel.launchers.fwfiles import write_example_campaign, write_fw_files
+
+    d = Path(args.directory)
+    files = write_fw_files(d, args.uri)
+    camp = d / "campaign.yaml"
+    if camp.exists():
+        print(f"kept existing {camp}")
+    else:
+        write_example_campaign(camp, args.name, args.uri)
+        print(f"wrote {camp}")
+    for f in files.values():
+        print(f"wrote {f}")
+    return 0
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel run``: run a campaign end to end on this machine."""
+    p = argparse.ArgumentParser(prog="flywheel run", description=run_main.__doc__)
+    p.add_argument("campaign", help="campaign YAML")
+    p.add_argument("--dir", help="campaign directory (default: campaigns/<name>)")
+    p.add_argument("--uri", help="override database.uri")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stop-server", action="store_true",
+                   help="stop the local database server when done")
+    args = p.parse_args(argv)
+    config = _override_uri(_load(args.campaign), args.uri)
+    from flywheel.db.queries import find_materials, round_table
+    from flywheel.db.stores import get_database
+    from flywheel.launchers.local import run_local
+    from flywheel.launchers.results_cli import round_table_text
+
+    directory = Path(args.dir or Path("campaigns") / config.name)
+    print(f"campaign {config.name}: {directory} on {config.database.uri}")
+    try:
+        run_local(config, directory, progress=not args.no_progress,
+                  timeout=args.timeout)
+    finally:
+        db = get_database(config.database.uri)
+        rows = round_table(db, config.name)
+        if rows:
+            print(round_table_text(rows))
+        stable = find_materials(db, campaign=config.name, stable=True)
+        print(f"{len(stable)} stable entries, "
+              f"{sum(1 for m in stable if m.get('discovery'))} discovered; "
+              f"list them with: flywheel query {args.campaign} --stable")
+        if args.stop_server:
+            from flywheel.db.server import LocalServer
+            from flywheel.launchers.local import uri_port
+
+            LocalServer(data_dir=directory / "db",
+                        port=uri_port(config.database.uri)).stop()
+    return 0
+
+
+def submit_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel submit``: add the campaign to the LaunchPad of its database."""
+    p = argparse.ArgumentParser(prog="flywheel submit", description=submit_main.__doc__)
+    p.add_argument("campaign", help="campaign YAML")
+    p.add_argument("--uri", help="override database.uri")
+    args = p.parse_args(argv)
+    config = _override_uri(_load(args.campaign), args.uri)
+    from flywheel.launchers.local import submit
+
+    fw_id = submit(config)
+    print(f"submitted campaign {config.name}: workflow with firework {fw_id}")
+    return 0
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel export``: the campaign workflow as a file for stock ``lpad add``."""
+    p = argparse.ArgumentParser(prog="flywheel export", description=export_main.__doc__)
+    p.add_argument("campaign", help="campaign YAML")
+    p.add_argument("-o", "--output", default="-",
+                   help="file (.yaml or .json); '-' writes YAML to stdout")
+    p.add_argument("--uri", help="override database.uri")
+    args = p.parse_args(argv)
+    config = _override_uri(_load(args.campaign), args.uri)
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from flywheel.workflows.campaign import CampaignMaker
+
+    wf = flow_to_workflow(CampaignMaker().make(config))
+    if args.output == "-":
+        sys.stdout.write(wf.to_format("yaml"))
+    else:
+        wf.to_file(args.output)
+        print(f"wrote {args.output}; add it with: lpad add {args.output}",
+              file=sys.stderr)
+    return 0
+
+
+def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
+    from flywheel.launchers import db_cli, results_cli
+
+    return {
+        "init": init_main,
+        "run": run_main,
+        "submit": submit_main,
+        "export": export_main,
+        "status": results_cli.status_main,
+        "query": results_cli.query_main,
+        "db": db_cli.main,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flywheel`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    commands = _commands()
+    if argv[0] not in commands:
+        print(f"flywheel: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from flywheel.config import ConfigError
+    from flywheel.db.errors import DatabaseUnreachableError, ServerError
+
+    try:
+        return commands[argv[0]](argv[1:])
+    except (ConfigError, DatabaseUnreachableError, ServerError) as err:
+        print(f"flywheel {argv[0]}: error: {err}", file=sys.stderr)
+        return 1
+    except (RuntimeError, TimeoutError) as err:
+        print(f"flywheel {argv[0]}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""``flywheel status`` and ``flywheel query``: read results from the database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+ROUND_COLUMNS = [
+    ("round", "round", "{}"),
+    ("generated", "gen", "{}"),
+    ("unique", "unique", "{}"),
+    ("selected", "sel", "{}"),
+    ("evaluated", "eval", "{}"),
+    ("failed", "fail", "{}"),
+    ("stable_found", "stable", "{}"),
+    ("hit_rate", "hit rate", "{:.0%}"),
+    ("filter_mae", "MAE meV/at", "{:.0f}"),
+    ("precision", "prec", "{:.2f}"),
+    ("recall", "recall", "{:.2f}"),
+    ("n_stable", "hull", "{}"),
+    ("train_seconds", "train s", "{:.0f}"),
+]
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """A plain-text table; missing values print as '-'."""
+    def cell(row: dict, key: str, fmt: str) -> str:
+        v = row.get(key)
+        if v is None:
+            return "-"
+        if key == "filter_mae":
+            v = v * 1000
+        return fmt.format(v)
+
+    body = [[cell(r, k, f) for k, _, f in columns] for r in rows]
+    heads = [h for _, h, _ in columns]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def round_table_text(rows: list[dict[str, Any]]) -> str:
+    """The per-round summary table printed after a run."""
+    return format_table(rows, ROUND_COLUMNS)
+
+
+def _uri(args: argparse.Namespace) -> str:
+    from flywheel.settings import get_settings
+
+    if args.uri:
+        return args.uri
+    if args.campaign_file:
+        from flywheel.config import load_campaign
+
+        return load_campaign(args.campaign_file).database.uri
+    return get_settings().DB_URI or "mongodb://127.0.0.1:27118/flywheel"
+
+
+def _campaign(args: argparse.Namespace) -> str | None:
+    if args.campaign:
+        return args.campaign
+    if args.campaign_file:
+        from flywheel.config import load_campaign
+
+        return load_campaign(args.campaign_file).name
+    return None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("campaign_file", nargs="?", help="campaign YAML (for URI and name)")
+    p.add_argument("--uri", help="MongoDB URI (default: settings or the local server)")
+    p.add_argument("--campaign", help="campaign name (default: all campaigns)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def status_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel status``: rounds and fireworks per round, category and state."""
+    p = argparse.ArgumentParser(prog="flywheel status", description=status_main.__doc__)
+    _common(p)
+    args = p.parse_args(argv)
+    from flywheel.db.errors import check_reachable
+    from flywheel.db.queries import fw_status, round_table
+    from flywheel.db.stores import get_database
+
+    uri = _uri(args)
+    check_reachable(uri)
+    db = get_database(uri)
+    name = _campaign(args)
+    fws = fw_status(db, name)
+    names = [name] if name else sorted({r["campaign"] for r in fws})
+    rounds = {n: round_table(db, n) for n in names}
+    if args.json:
+        print(json.dumps({"fireworks": fws, "rounds": rounds}, default=str, indent=1))
+        return 0
+    states = ["READY", "WAITING", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED",
+              "LOST"]
+    for n in names:
+        print(f"campaign {n}")
+        table: dict[tuple, dict[str, Any]] = {}
+        for r in fws:
+            if r["campaign"] != n:
+                continue
+            row = table.setdefault((r["round"], r["category"]),
+                                   {"round": r["round"], "category": r["category"]})
+            row[r["state"]] = row.get(r["state"], 0) + r["count"]
+        cols = [("round", "round", "{}"), ("category", "category", "{}")] + [
+            (s, s.lower(), "{}") for s in states
+        ]
+        print(format_table(
+            [{s: 0 for s in states} | v for _, v in sorted(table.items())], cols
+        ))
+        if rounds[n]:
+            print()
+            print(round_table_text(rounds[n]))
+    return 0
+
+
+def query_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel query``: materials from the campaign database."""
+    p = argparse.ArgumentParser(prog="flywheel query", description=query_main.__doc__)
+    _common(p)
+    p.add_argument("--stable", action="store_true", help="only entries on the hull")
+    p.add_argument("--discoveries", action="store_true",
+                   help="only stable entries the campaign found (not seeds)")
+    p.add_argument("--chemsys", help="phase diagram, e.g. Li-Fe-O (with subsystems)")
+    p.add_argument("--formula", help="reduced formula, e.g. LiFeO2")
+    p.add_argument("--max-ehull", type=float, help="energy above hull ≤ (eV/atom)")
+    p.add_argument("--round", type=int, help="oracle round")
+    p.add_argument("--nelements", type=int, help="number of elements")
+    p.add_argument("--limit", type=int, default=0, help="at most this many rows")
+    p.add_argument("--structures", action="store_true",
+                   help="include structures (with --json)")
+    args = p.parse_args(argv)
+    from flywheel.db.errors import check_reachable
+    from flywheel.db.queries import find_materials
+    from flywheel.db.stores import get_database
+
+    uri = _uri(args)
+    check_reachable(uri)
+    rows = find_materials(
+        get_database(uri), limit=args.limit, with_structure=args.structures,
+        campaign=_campaign(args), stable=True if args.stable else None,
+        discoveries=args.discoveries, chemsys=args.chemsys, formula=args.formula,
+        max_ehull=args.max_ehull, round_index=args.round, nelements=args.nelements,
+    )
+    if args.json:
+        print(json.dumps(rows, default=str, indent=1))
+        return 0
+    cols = [("material_id", "id", "{}"), ("formula", "formula", "{}"),
+            ("chemsys", "chemsys", "{}"), ("round", "round", "{}"),
+            ("generator", "generator", "{}"),
+            ("energy_per_atom", "E eV/at", "{:.4f}"),
+            ("e_above_hull", "E_hull eV/at", "{:.4f}"),
+            ("decomposition_energy", "E_decomp eV/at", "{:.4f}"),
+            ("stable", "stable", "{}"), ("discovery", "new", "{}")]
+    if len({r["campaign"] for r in rows}) > 1:
+        cols.insert(0, ("campaign", "campaign", "{}"))
+    print(format_table(rows, cols))
+    print(f"{len(rows)} material(s)", file=sys.stderr)
+    return 0

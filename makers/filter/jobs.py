@@ -1,0 +1,151 @@
+"""The ML filter stage: score this round's candidates with the ensemble and select."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobflow import Maker, job
+
+from flywheel.makers.common import campaign_db, limit_threads
+
+if TYPE_CHECKING:
+    from flywheel.config import CampaignConfig
+    from flywheel.db.stores import CampaignDB
+    from flywheel.makers.schemas import FilterOutput
+
+logger = logging.getLogger(__name__)
+
+
+def fetch_models(db: CampaignDB, round_index: int, workdir: Path) -> list[Path]:
+    """Write the ensemble trained at the end of ``round_index`` to ``workdir``."""
+    files = db.find_files("models", round=round_index)
+    if not files:
+        raise RuntimeError(
+            f"campaign {db.campaign!r}: no models stored for round {round_index}"
+        )
+    latest: dict[int, Any] = {}
+    for f in files:  # a rerun of training may have stored a member twice: keep newest
+        latest[f["metadata"]["member"]] = f
+    paths = []
+    for member, f in sorted(latest.items()):
+        path = workdir / f"member{member}.model"
+        path.write_bytes(db.get_file("models", f["_id"]))
+        paths.append(path)
+    return paths
+
+
+def current_hull(db: CampaignDB):
+    """A HullIndex over the campaign's oracle results."""
+    from pymatgen.core import Composition
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    from flywheel.makers.hull.core import HullIndex
+
+    entries = []
+    for doc in db.materials.find(
+        db.q(), {"material_id": 1, "formula": 1, "energy_per_atom": 1}
+    ):
+        comp = Composition(doc["formula"])
+        entries.append(
+            ComputedEntry(comp, doc["energy_per_atom"] * comp.num_atoms,
+                          entry_id=doc["material_id"])
+        )
+    return HullIndex(entries)
+
+
+@dataclass
+class FilterMaker(Maker):
+    """Score candidates with the MACE ensemble and select the round's oracle budget.
+
+    Parameters
+    ----------
+    name
+        Job name.
+    """
+
+    name: str = "filter"
+
+    @job
+    def make(
+        self, config: CampaignConfig, round_index: int, generated: Any = None
+    ) -> FilterOutput:
+        """Predict, score against the current hull and select."""
+        import numpy as np
+        from pymatgen.core import Structure
+
+        from flywheel.makers.filter.acquisition import score, select
+        from flywheel.makers.filter.core import load_models, predict_energies
+        from flywheel.makers.schemas import FilterOutput
+        from flywheel.settings import get_settings
+
+        limit_threads()
+        start = time.perf_counter()
+        fcfg = config.filter
+        db = campaign_db(config)
+        hull = current_hull(db)
+        device = get_settings().resolved_device()
+        ids, formulas, structures, hull_e = [], [], [], []
+        unscorable = 0
+        for doc in db.candidates.find(
+            db.q(round=round_index), {"candidate_id": 1, "structure": 1, "formula": 1}
+        ).sort("candidate_id", 1):
+            s = Structure.from_dict(doc["structure"])
+            e_hull = hull.hull_energy_per_atom(s.composition)
+            if e_hull is None:
+                unscorable += 1
+                continue
+            ids.append(doc["candidate_id"])
+            formulas.append(doc["formula"])
+            structures.append(s)
+            hull_e.append(e_hull)
+        model_round = round_index - 1
+        selected: list[str] = []
+        if structures:
+            with tempfile.TemporaryDirectory() as tmp:
+                models = load_models(fetch_models(db, model_round, Path(tmp)), device)
+                energies = predict_energies(
+                    models, structures, batch_size=fcfg.batch_size, device=device
+                )
+            s = score(energies, np.asarray(hull_e),
+                      threshold=fcfg.stability_threshold, kappa=fcfg.kappa)
+            selected = select(ids, formulas, s.acquisition, budget=fcfg.budget,
+                              max_per_formula=fcfg.max_per_formula)
+            chosen = set(selected)
+            from pymongo import UpdateOne
+
+            ops = [
+                UpdateOne(
+                    db.q(candidate_id=cid),
+                    {"$set": {
+                        "prediction": {
+                            "energy_per_atom": float(s.mean[i]),
+                            "energy_std": float(s.std[i]),
+                            "e_above_hull": float(s.e_above_hull[i]),
+                            "p_stable": float(s.p_stable[i]),
+                            "acquisition": float(s.acquisition[i]),
+                            "model_round": model_round,
+                        },
+                    }},
+                )
+                for i, cid in enumerate(ids)
+            ]
+            for k in range(0, len(ops), 500):
+                db.candidates.bulk_write(ops[k : k + 500], ordered=False)
+            # Only promote 'generated': a rerun must not undo 'relaxed' or 'failed'.
+            db.candidates.update_many(
+                db.q(candidate_id={"$in": sorted(chosen)}, status="generated"),
+                {"$set": {"status": "selected"}},
+            )
+        return FilterOutput(
+            round=round_index,
+            scored=len(structures),
+            unscorable=unscorable,
+            selected_ids=selected,
+            model_round=model_round,
+            seconds=time.perf_counter() - start,
+        )

@@ -1,0 +1,129 @@
+"""The oracle seam: every oracle relaxation in flywheel goes through :func:`run_oracle`.
+
+Callers look the function up at call time (``from flywheel.makers.relax import run``
+then ``run.run_oracle(...)``) so a test can swap the oracle in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ase import Atoms
+    from pymatgen.core import Structure
+
+    from flywheel.config import OracleConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OracleResult:
+    """The outcome of relaxing one structure."""
+
+    structure: Structure | None
+    """Relaxed structure (None on failure)."""
+    energy: float | None = None
+    """Total energy of the relaxed cell (eV)."""
+    converged: bool = False
+    """Whether the force criterion was met within the step budget."""
+    n_steps: int = 0
+    """Ionic steps taken."""
+    frames: list[Atoms] = field(default_factory=list)
+    """Training frames with REF_energy (eV), REF_forces (eV/Å) and REF_stress
+    (eV/Å³, ASE sign convention)."""
+    error: str | None = None
+    """Why the relaxation failed, if it did."""
+    seconds: float = 0.0
+    """Wall time of this relaxation."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.structure is not None
+
+
+def subsample_indices(n: int, max_frames: int) -> list[int]:
+    """Evenly spaced frame indices, always including the first and the last."""
+    if n <= max_frames:
+        return list(range(n))
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, max_frames)})
+
+
+def _frames_from_trajectory(traj: Any, max_frames: int) -> list[Atoms]:
+    """ASE frames labelled with the oracle's energies, forces and stresses."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = []
+    for i in subsample_indices(len(traj), max_frames):
+        props = traj.frame_properties[i]
+        atoms = AseAtomsAdaptor.get_atoms(traj[i])
+        atoms.info["REF_energy"] = float(props["energy"])
+        atoms.arrays["REF_forces"] = np.asarray(props["forces"], dtype=float)
+        stress = props.get("stress")
+        if stress is not None:
+            atoms.info["REF_stress"] = np.asarray(stress, dtype=float)
+        frames.append(atoms)
+    return frames
+
+
+def _relax_forcefield(
+    structures: list[Structure], config: OracleConfig, force_field: str
+) -> list[OracleResult]:
+    """Relax with atomate2's ForceFieldRelaxMaker, in this process, one structure at a
+    time so that one failure does not lose the others."""
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    maker = ForceFieldRelaxMaker(
+        force_field_name=force_field,
+        relax_cell=config.relax_cell,
+        steps=config.steps,
+        relax_kwargs={"fmax": config.fmax},
+        store_trajectory="partial",
+    )
+    results = []
+    for structure in structures:
+        start = time.perf_counter()
+        try:
+            # make.original runs the job's function body without creating a job: the
+            # relaxation belongs to the enclosing flywheel job.
+            doc = maker.make.original(maker, structure)
+        except Exception as err:  # noqa: BLE001 - any oracle failure is recorded
+            logger.warning("oracle failed for %s: %s", structure.formula, err)
+            results.append(
+                OracleResult(None, error=f"{type(err).__name__}: {err}"[:500],
+                             seconds=time.perf_counter() - start)
+            )
+            continue
+        traj = (doc.objects or {}).get("trajectory")
+        frames = _frames_from_trajectory(traj, config.max_frames) if traj else []
+        energy = float(doc.output.energy)
+        if not np.isfinite(energy):
+            results.append(OracleResult(None, error="non-finite energy"))
+            continue
+        results.append(
+            OracleResult(
+                structure=doc.output.structure,
+                energy=energy,
+                converged=bool(doc.is_force_converged),
+                n_steps=int(doc.output.n_steps or len(doc.output.ionic_steps or [])),
+                frames=frames,
+                seconds=time.perf_counter() - start,
+            )
+        )
+    return results
+
+
+def run_oracle(structures: list[Structure], config: OracleConfig) -> list[OracleResult]:
+    """Relax ``structures`` with the configured oracle; one result per structure.
+
+    Failures are returned as results with ``error`` set, never raised, so that one bad
+    candidate does not cost the rest of its chunk.
+    """
+    if config.backend == "chgnet":
+        return _relax_forcefield(structures, config, "CHGNet")
+    raise ValueError(f"unknown oracle backend {config.backend!r}")
