@@ -29,7 +29,7 @@ def seed_candidates(config: CampaignConfig) -> list:
             config.chemistry.elements,
             max_elements=min(2, config.chemistry.max_elements),
             max_sites=config.chemistry.max_sites,
-            max_seeds=None,
+            max_seeds=config.seeds.max_seeds,
         ):
             cand = Candidate(seed.structure, generator="seed", parent_id=None,
                              substitution=None, source=seed.source)
