@@ -57,8 +57,8 @@ class FlywheelSettings(BaseSettings):
     DEVICE: str = Field(
         "auto", description="torch device for ML stages: 'auto', 'cpu' or 'cuda'."
     )
-    WORKER_SLEEP: float = Field(
-        1.0, description="Seconds a local worker sleeps when no job is ready."
+    WORKER_SLEEP: int = Field(
+        1, ge=1, description="Seconds a local worker sleeps when no job is ready."
     )
 
     model_config = SettingsConfigDict(

@@ -126,7 +126,7 @@ class LocalWorkers:
             self.procs[cat] = subprocess.Popen(
                 [rlaunch, "-l", str(self.directory / "my_launchpad.yaml"),
                  "-w", str(self.directory / f"my_fworker_{cat}.yaml"),
-                 "rapidfire", "--nlaunches", "infinite", "--sleep", str(self.sleep)],
+                 "rapidfire", "--nlaunches", "infinite", "--sleep", str(max(1, round(self.sleep)))],
                 cwd=wdir, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
 

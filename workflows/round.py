@@ -39,7 +39,12 @@ def set_category(
     config: dict = {"_category": category}
     if campaign is not None:
         config["flywheel"] = {"campaign": campaign, "round": round_index, "stage": stage}
-    job.update_config({"manager_config": config})
+    # dynamic=False and pass_manager_config=False: jobflow would otherwise stamp this
+    # job's category and round onto every job it adds at run time (the next round's
+    # gpu jobs included).
+    job.update_config(
+        {"manager_config": config, "pass_manager_config": False}, dynamic=False
+    )
     return job
 
 

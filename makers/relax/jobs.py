@@ -50,6 +50,8 @@ def store_result(
     if result.frames:
         db.put_file("frames", f"{cid}.extxyz", frames_to_bytes(result.frames),
                     candidate_id=cid, round=round_index, n_frames=len(result.frames))
+    from monty.json import jsanitize
+
     s = result.structure
     fields = structure_fields(s)
     doc = {
@@ -60,7 +62,8 @@ def store_result(
         "generator": cand["generator"],
         "oracle": oracle,
         "elements": sorted(el.symbol for el in s.composition.elements),
-        "structure": s.as_dict(),
+        # jsanitize: relaxed structures carry numpy site properties (magmoms).
+        "structure": jsanitize(s.as_dict()),
         "energy": result.energy,
         "energy_per_atom": result.energy / len(s),
         "converged": result.converged,

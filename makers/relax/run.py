@@ -56,12 +56,16 @@ def subsample_indices(n: int, max_frames: int) -> list[int]:
 
 def _frames_from_trajectory(traj: Any, max_frames: int) -> list[Atoms]:
     """ASE frames labelled with the oracle's energies, forces and stresses."""
-    from pymatgen.io.ase import AseAtomsAdaptor
+    from ase import Atoms
 
     frames = []
     for i in subsample_indices(len(traj), max_frames):
         props = traj.frame_properties[i]
-        atoms = AseAtomsAdaptor.get_atoms(traj[i])
+        s = traj[i]
+        # A bare Atoms: site properties carried over from pymatgen would be written
+        # as extra extxyz columns that MACE does not expect.
+        atoms = Atoms(numbers=list(s.atomic_numbers), positions=s.cart_coords,
+                      cell=s.lattice.matrix, pbc=True)
         atoms.info["REF_energy"] = float(props["energy"])
         atoms.arrays["REF_forces"] = np.asarray(props["forces"], dtype=float)
         stress = props.get("stress")

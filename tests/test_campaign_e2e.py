@@ -1,0 +1,163 @@
+"""A whole (tiny) campaign through FireWorks workers on the real local server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flywheel.launchers.cli import main as cli
+
+TINY = {
+    "name": "tiny",
+    "chemistry": {"elements": ["Li", "Na", "Cl"], "max_elements": 2, "max_sites": 8},
+    "seeds": {"max_seeds": 6},
+    "generate": {"substitution": {"budget": 12}},
+    "filter": {
+        "ensemble_size": 2,
+        "budget": 3,
+        "model": {"num_channels": 8, "max_num_epochs": 4, "r_max": 4.0},
+    },
+    "oracle": {"fmax": 0.2, "steps": 40, "chunk_size": 2, "max_frames": 4},
+    "rounds": {"max_rounds": 1},
+}
+
+BIN = Path(sys.executable).parent
+
+
+def _write(tmp_path: Path, data: dict, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_campaign_end_to_end(tmp_path, db_uri, capsys):
+    from flywheel.db.stores import get_database
+
+    path = _write(tmp_path, {**TINY, "database": {"uri": db_uri}})
+    rc = cli(["run", str(path), "--dir", str(tmp_path / "camp"), "--no-progress",
+              "--timeout", "900"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    db = get_database(db_uri)
+
+    # both rounds closed, with their metrics
+    rounds = list(db.rounds.find({"campaign": "tiny"}).sort("round", 1))
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert rounds[-1]["stopped"] and "max_rounds" in rounds[-1]["stop_reason"]
+    r0, r1 = rounds
+    assert r0["evaluated"] == db.materials.count_documents({"round": 0}) > 0
+    assert r1["selected"] <= 3
+    assert r1["evaluated"] + r1["failed"] == r1["selected"]
+    assert r1["evaluated"] == 0 or r1["filter_mae"] is not None
+    # elemental references are on the hull of their own systems
+    stable = {m["formula"] for m in db.materials.find({"stable": True})}
+    assert {"Li", "Na", "Cl2"} <= stable
+    # every oracle result is unique and has hull data
+    ids = [m["material_id"] for m in db.materials.find({}, {"material_id": 1})]
+    assert len(ids) == len(set(ids))
+    assert db.materials.count_documents({"e_above_hull": None}) == 0
+    # models of both rounds in GridFS, frames for every material with frames
+    assert db["models.files"].count_documents({"metadata.round": 0}) == 2
+    assert db["models.files"].count_documents({"metadata.round": 1}) == 2
+    # the per-round table was printed
+    assert "hit rate" in out and "stable entries" in out
+
+    # every job ran exactly once, and only on a worker of its category
+    fws = list(db.fireworks.find({}, {"fw_id": 1, "state": 1, "spec._category": 1,
+                                      "launches": 1, "name": 1}))
+    assert fws and all(fw["state"] == "COMPLETED" for fw in fws)
+    cats = {fw["spec"]["_category"] for fw in fws}
+    assert cats == {"cpu", "gpu"}
+    for fw in fws:
+        assert len(fw["launches"]) == 1, fw["name"]
+        launch = db.launches.find_one({"launch_id": fw["launches"][0]})
+        assert launch["fworker"]["category"] == fw["spec"]["_category"], fw["name"]
+    gpu_names = {fw["name"].split()[-1] for fw in fws if fw["spec"]["_category"] == "gpu"}
+    assert gpu_names == {"filter", "train"}, "|".join(sorted(fw["name"] for fw in fws))
+
+    # stock FireWorks tools see the campaign
+    lp_file = tmp_path / "camp" / "my_launchpad.yaml"
+    res = subprocess.run([BIN / "lpad", "-l", lp_file, "get_wflows"],
+                         capture_output=True, text=True, check=True)
+    assert "tiny" in res.stdout
+    res = subprocess.run([BIN / "lpad", "-l", lp_file, "get_fws", "-s", "COMPLETED",
+                          "-d", "count"], capture_output=True, text=True, check=True)
+    assert int(res.stdout.strip()) == len(fws)
+
+    # the query command lists the hull entries from the server
+    assert cli(["query", str(path), "--stable", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["formula"] for r in rows} == stable
+    assert cli(["query", str(path), "--chemsys", "Li-Cl", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(set(r["chemsys"].split("-")) <= {"Li", "Cl"} for r in rows)
+    assert cli(["status", str(path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert sum(r["count"] for r in status["fireworks"]) == len(fws)
+
+
+def test_export_is_accepted_by_stock_lpad_add(tmp_path, db_uri):
+    from flywheel.db.stores import get_database, make_launchpad
+
+    path = _write(tmp_path, {**TINY, "database": {"uri": db_uri}})
+    wf_file = tmp_path / "wf.yaml"
+    assert cli(["export", str(path), "-o", str(wf_file)]) == 0
+    assert cli(["init", str(tmp_path / "fw"), "--uri", db_uri]) == 0
+    make_launchpad(db_uri).reset("", require_password=False)
+    subprocess.run([BIN / "lpad", "-l", tmp_path / "fw" / "my_launchpad.yaml", "add",
+                    wf_file], check=True, capture_output=True)
+    fws = list(get_database(db_uri).fireworks.find({}, {"spec._category": 1, "name": 1,
+                                                         "state": 1}))
+    # round 0: seeds, 3 relax chunks (6 seeds / 2), hull, train, close
+    assert len(fws) == 7
+    by_stage = {fw["name"].split()[-1] if "relax" not in fw["name"] else "relax":
+                fw["spec"]["_category"] for fw in fws}
+    assert by_stage == {"seeds": "cpu", "relax": "cpu", "hull": "cpu", "train": "gpu",
+                        "close": "cpu"}
+    assert sum(fw["state"] == "READY" for fw in fws) == 1
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"filter": {"ensmble_size": 3}}, "unknown field 'filter.ensmble_size'"),
+        ({"chemistry": {"elements": ["Li", "Qq"]}}, "unknown element symbol(s): Qq"),
+        ({"seeds": {"files": ["missing.cif"]}}, "file not found"),
+        ({"database": {"uri": "mongodb://127.0.0.1:9/x"}}, "mongodb://127.0.0.1:9/x"),
+    ],
+)
+def test_bad_input_is_one_clear_message_and_nothing_is_submitted(
+    tmp_path, db_uri, capsys, patch, message
+):
+    from flywheel.db.stores import get_database
+
+    data = {**TINY, "database": {"uri": db_uri}, **patch}
+    path = _write(tmp_path, data)
+    assert cli(["submit", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert get_database(db_uri).fireworks.count_documents({}) == 0
+
+
+def test_unreachable_database_says_how_to_start_the_server(capsys):
+    assert cli(["query", "--uri", "mongodb://127.0.0.1:9/x", "--stable"]) == 1
+    err = capsys.readouterr().err
+    assert "mongodb://127.0.0.1:9/x" in err
+    assert "flywheel db start" in err
+
+
+def test_cli_subprocess_exit_codes(tmp_path):
+    path = _write(tmp_path, {**TINY, "chemistry": {"elements": ["Li", "Qq"]}})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([BIN / "flywheel", "submit", path], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0, res.stderr
