@@ -59,6 +59,9 @@ class CandidateDoc(_Doc):
     status: Literal["generated", "selected", "relaxed", "failed"] = Field(
         "generated", description="Where the candidate is in the round."
     )
+    selected_round: int | None = Field(
+        None, description="Round whose filter sent it to the oracle (None: not yet)."
+    )
     prediction: Prediction | None = Field(None, description="ML filter prediction.")
     failure: str | None = Field(None, description="Why the oracle failed, if it did.")
     created_at: datetime = Field(default_factory=_now)

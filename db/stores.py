@@ -36,7 +36,8 @@ INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dic
     ],
     "candidates": [
         ([("campaign", 1), ("candidate_id", 1)], {"unique": True}),
-        [("campaign", 1), ("round", 1), ("status", 1)],
+        [("campaign", 1), ("status", 1), ("round", 1)],
+        [("campaign", 1), ("selected_round", 1)],
         [("campaign", 1), ("formula", 1)],
         [("campaign", 1), ("chemsys", 1)],
     ],
@@ -80,12 +81,14 @@ def get_database(uri: str) -> Database:
     return get_client(uri)[name]
 
 
-def make_launchpad(uri: str) -> LaunchPad:
+def make_launchpad(uri: str, strm_lvl: str = "WARNING") -> LaunchPad:
     """A FireWorks LaunchPad on the database named in ``uri``."""
     from fireworks import LaunchPad
 
     uri, name = split_uri(uri)
-    return LaunchPad(host=with_database(uri, name), name=name, uri_mode=True)
+    return LaunchPad(
+        host=with_database(uri, name), name=name, uri_mode=True, strm_lvl=strm_lvl
+    )
 
 
 def jobstore_spec(uri: str) -> dict[str, Any]:

@@ -287,3 +287,47 @@ def load_campaign(path: str | Path) -> CampaignConfig:
         raise ConfigError(f"{path}: field 'seeds.files': file not found: {missing[0]}")
     config.seeds.files = files
     return config
+
+
+def _type_name(ann: Any) -> str:
+    import re
+    import typing
+
+    if typing.get_args(ann):
+        text = str(ann)
+    else:
+        text = getattr(ann, "__name__", str(ann))
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
+    return re.sub(r"\b(?:typing|pathlib)\.", "", text).replace("|", "\\|")
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md embeds this text; a test
+    keeps the two identical)."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        rows = []
+        subs = []
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                subs.append((name, ann))
+                continue
+            default = "required" if f.is_required() else (
+                f"`{f.get_default(call_default_factory=True)!r}`"
+            )
+            type_name = _type_name(ann)
+            desc = (f.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {type_name} | {default} | {desc} |")
+        if rows:
+            title = prefix.rstrip(".") or "top level"
+            doc = (model.__doc__ or "").strip().splitlines()[0]
+            lines.extend([f"### `{title}`", "", doc, "",
+                          "| field | type | default | meaning |",
+                          "|---|---|---|---|", *rows, ""])
+        for name, sub in subs:
+            walk(sub, f"{prefix}{name}.")
+
+    walk(CampaignConfig, "")
+    return "\n".join(lines)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,7 +78,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     from flywheel.launchers.local import run_local
     from flywheel.launchers.results_cli import round_table_text
 
-    directory = Path(args.dir or Path("campaigns") / config.name)
+    directory = Path(args.dir or Path("campaigns") / config.name).resolve()
     print(f"campaign {config.name}: {directory} on {config.database.uri}")
     try:
         run_local(config, directory, progress=not args.no_progress,
@@ -166,14 +165,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in commands:
         print(f"flywheel: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from flywheel.config import ConfigError
+    from pymongo.errors import PyMongoError
+
     from flywheel.db.errors import DatabaseUnreachableError, ServerError
 
     try:
         return commands[argv[0]](argv[1:])
     except (ConfigError, DatabaseUnreachableError, ServerError) as err:
         print(f"flywheel {argv[0]}: error: {err}", file=sys.stderr)
+        return 1
+    except PyMongoError as err:
+        print(f"flywheel {argv[0]}: database error: {str(err).splitlines()[0][:300]}",
+              file=sys.stderr)
         return 1
     except (RuntimeError, TimeoutError) as err:
         print(f"flywheel {argv[0]}: error: {err}", file=sys.stderr)

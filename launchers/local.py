@@ -166,6 +166,7 @@ def run_local(
     from flywheel.launchers.fwfiles import write_fw_files
     from flywheel.settings import get_settings
 
+    directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     ensure_database(config.database.uri, directory / "db")
     write_fw_files(directory, config.database.uri)

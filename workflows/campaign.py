@@ -82,10 +82,10 @@ def close_round(
         {"stable": 1, "energy_per_atom": 1, "prediction": 1},
     ))
     metrics = round_metrics(mats, config.filter.stability_threshold)
-    selected = db.candidates.count_documents(
-        db.q(round=round_index, status={"$in": ["selected", "relaxed", "failed"]})
+    selected = db.candidates.count_documents(db.q(selected_round=round_index))
+    failed = db.candidates.count_documents(
+        db.q(selected_round=round_index, status="failed")
     )
-    failed = db.candidates.count_documents(db.q(round=round_index, status="failed"))
     doc = RoundDoc(
         campaign=config.name,
         round=round_index,

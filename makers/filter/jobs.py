@@ -60,7 +60,7 @@ def current_hull(db: CampaignDB):
 
 @dataclass
 class FilterMaker(Maker):
-    """Score candidates with the MACE ensemble and select the round's oracle budget.
+    """Score the candidate pool with the MACE ensemble and select the round's budget.
 
     Parameters
     ----------
@@ -91,8 +91,11 @@ class FilterMaker(Maker):
         device = get_settings().resolved_device()
         ids, formulas, structures, hull_e = [], [], [], []
         unscorable = 0
+        # The pool is every candidate not yet sent to the oracle, from this and earlier
+        # rounds: a candidate passed over last round is rescored by the better model.
         for doc in db.candidates.find(
-            db.q(round=round_index), {"candidate_id": 1, "structure": 1, "formula": 1}
+            db.q(status="generated", round={"$lte": round_index}),
+            {"candidate_id": 1, "structure": 1, "formula": 1},
         ).sort("candidate_id", 1):
             s = Structure.from_dict(doc["structure"])
             e_hull = hull.hull_energy_per_atom(s.composition)
@@ -139,7 +142,7 @@ class FilterMaker(Maker):
             # Only promote 'generated': a rerun must not undo 'relaxed' or 'failed'.
             db.candidates.update_many(
                 db.q(candidate_id={"$in": sorted(chosen)}, status="generated"),
-                {"$set": {"status": "selected"}},
+                {"$set": {"status": "selected", "selected_round": round_index}},
             )
         return FilterOutput(
             round=round_index,

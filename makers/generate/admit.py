@@ -118,6 +118,7 @@ def admit_candidates(
             "substitution": cand.substitution,
             "structure": cand.structure.as_dict(),
             "status": status,
+            "selected_round": round_index if status == "selected" else None,
             **structure_fields(cand.structure),
         }
         # $setOnInsert: a rerun of the job never overwrites what later stages wrote.
