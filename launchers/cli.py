@@ -17,7 +17,8 @@ commands:
   run      run a campaign locally (local database server + cpu and gpu workers)
   submit   add a campaign to the configured LaunchPad (for qlaunch on a cluster)
   export   write the campaign workflow for stock `lpad add`
-  status   rounds and fireworks per round, category and state
+  status   rounds and fireworks per round, category and state (incl. lost)
+  recover  rerun lost fireworks (killed workers) and, with --fizzled, fizzled ones
   query    materials from the campaign database
   db       start | stop | status the local database server
 """
@@ -71,6 +72,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stop-server", action="store_true",
                    help="stop the local database server when done")
+    p.add_argument("--rerun-fizzled", action="store_true",
+                   help="when resuming, rerun fizzled fireworks first")
     args = p.parse_args(argv)
     config = _override_uri(_load(args.campaign), args.uri)
     from flywheel.db.queries import find_materials, round_table
@@ -82,7 +85,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     print(f"campaign {config.name}: {directory} on {config.database.uri}")
     try:
         run_local(config, directory, progress=not args.no_progress,
-                  timeout=args.timeout)
+                  timeout=args.timeout, rerun_fizzled=args.rerun_fizzled)
     finally:
         db = get_database(config.database.uri)
         rows = round_table(db, config.name)
@@ -138,6 +141,39 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def recover_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel recover``: rerun lost (and optionally fizzled) fireworks."""
+    p = argparse.ArgumentParser(prog="flywheel recover", description=recover_main.__doc__)
+    p.add_argument("campaign", help="campaign YAML")
+    p.add_argument("--uri", help="override database.uri")
+    p.add_argument("--expiration-secs", type=float, default=None,
+                   help="a RUNNING firework silent for this long is lost "
+                   "(default: 4 pings = 240 s)")
+    p.add_argument("--fizzled", action="store_true", help="rerun fizzled fireworks too")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = p.parse_args(argv)
+    config = _override_uri(_load(args.campaign), args.uri)
+    import json
+
+    from flywheel.db.errors import check_reachable
+    from flywheel.db.stores import make_launchpad
+    from flywheel.launchers.recover import DEFAULT_EXPIRATION_SECS, recover
+
+    check_reachable(config.database.uri)
+    out = recover(
+        make_launchpad(config.database.uri), campaign=config.name,
+        expiration_secs=(DEFAULT_EXPIRATION_SECS if args.expiration_secs is None
+                         else args.expiration_secs),
+        fizzled=args.fizzled,
+    )
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key, ids in out.items():
+            print(f"{key:>12}: {len(ids)} firework(s) {ids if ids else ''}")
+    return 0
+
+
 def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
     from flywheel.launchers import db_cli, results_cli
 
@@ -148,6 +184,7 @@ def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
         "export": export_main,
         "status": results_cli.status_main,
         "query": results_cli.query_main,
+        "recover": recover_main,
         "db": db_cli.main,
     }
 

@@ -74,7 +74,8 @@ def qadapter_dict(
     d = campaign_dir.resolve()
     env = (
         f"source {venv}/bin/activate; "
-        f"export JOBFLOW_CONFIG_FILE={d}/jobflow.yaml OMP_NUM_THREADS={cpus_per_task}"
+        f"export JOBFLOW_CONFIG_FILE={d}/jobflow.yaml FW_CONFIG_FILE={d}/FW_config.yaml "
+        f"OMP_NUM_THREADS={cpus_per_task}"
     )
     q: dict[str, Any] = {
         "_fw_name": "CommonAdapter",
@@ -99,6 +100,14 @@ def qadapter_dict(
     return q
 
 
+def fw_config_dict() -> dict[str, Any]:
+    """FireWorks settings: rockets ping often enough for lost runs to be found in
+    minutes rather than FireWorks' default of hours."""
+    from flywheel.launchers.recover import PING_TIME_SECS
+
+    return {"PING_TIME_SECS": PING_TIME_SECS}
+
+
 def jobflow_dict(uri: str) -> dict[str, Any]:
     """A jobflow config whose JobStore lives in the campaign database."""
     return {"JOB_STORE": jobstore_spec(uri)}
@@ -117,6 +126,7 @@ def write_fw_files(
     (directory / "qlogs").mkdir(exist_ok=True)
     files = {
         "launchpad": _dump(directory / "my_launchpad.yaml", launchpad_dict(uri)),
+        "fw_config": _dump(directory / "FW_config.yaml", fw_config_dict()),
         "jobflow": _dump(directory / "jobflow.yaml", jobflow_dict(uri)),
     }
     for cat in ("cpu", "gpu"):

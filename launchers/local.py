@@ -70,10 +70,22 @@ def init_launchpad(lp: LaunchPad) -> None:
         lp.reset("", require_password=False, max_reset_wo_password=int(1e9))
 
 
+class CampaignExistsError(RuntimeError):
+    """The campaign already has a workflow on this LaunchPad."""
+
+
+def find_campaign_fw(lp: LaunchPad, name: str) -> int | None:
+    """The first firework id of campaign ``name`` on the LaunchPad, or None."""
+    doc = lp.fireworks.find_one({"spec.flywheel.campaign": name}, {"fw_id": 1},
+                                sort=[("fw_id", 1)])
+    return None if doc is None else int(doc["fw_id"])
+
+
 def submit(config: CampaignConfig) -> int:
     """Add the campaign workflow to the LaunchPad of ``config.database.uri``.
 
-    Returns the workflow's first firework id.
+    Returns the workflow's first firework id. Refuses a campaign name that is already on
+    the LaunchPad (``flywheel run`` resumes it instead), so nothing is submitted twice.
     """
     from jobflow.managers.fireworks import flow_to_workflow
 
@@ -82,8 +94,15 @@ def submit(config: CampaignConfig) -> int:
     from flywheel.workflows.campaign import CampaignMaker
 
     check_reachable(config.database.uri)
-    campaign_db(config)  # indexes before the first write
     lp = make_launchpad(config.database.uri)
+    existing = find_campaign_fw(lp, config.name)
+    if existing is not None:
+        raise CampaignExistsError(
+            f"campaign {config.name!r} is already on the LaunchPad at "
+            f"{config.database.uri} (firework {existing}); `flywheel run` resumes it, "
+            "or choose another name"
+        )
+    campaign_db(config)  # indexes before the first write
     init_launchpad(lp)
     wf = flow_to_workflow(CampaignMaker().make(config))
     mapping = lp.add_wf(wf)
@@ -111,32 +130,38 @@ class LocalWorkers:
     """One ``rlaunch rapidfire`` process per category, started in ``directory``."""
 
     directory: Path
-    sleep: float = 1.0
+    sleep: int = 1
 
-    def start(self) -> None:
+    def __post_init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.restarts = 0
+
+    def fworker_name(self, category: str) -> str:
+        import yaml
+
+        path = self.directory / f"my_fworker_{category}.yaml"
+        return yaml.safe_load(path.read_text())["name"]
+
+    def start(self, categories: tuple[str, ...] = CATEGORIES) -> None:
         env = dict(os.environ)
         env["JOBFLOW_CONFIG_FILE"] = str(self.directory / "jobflow.yaml")
+        env["FW_CONFIG_FILE"] = str(self.directory / "FW_config.yaml")
         env.setdefault("OMP_NUM_THREADS", "1")
-        self.procs: dict[str, subprocess.Popen] = {}
         rlaunch = str(Path(sys.executable).with_name("rlaunch"))
-        for cat in CATEGORIES:
+        for cat in categories:
             wdir = self.directory / "launches" / cat
             wdir.mkdir(parents=True, exist_ok=True)
             log = (self.directory / f"worker_{cat}.log").open("ab")
             self.procs[cat] = subprocess.Popen(
                 [rlaunch, "-l", str(self.directory / "my_launchpad.yaml"),
                  "-w", str(self.directory / f"my_fworker_{cat}.yaml"),
-                 "rapidfire", "--nlaunches", "infinite", "--sleep", str(max(1, round(self.sleep)))],
+                 "rapidfire", "--nlaunches", "infinite", "--sleep", str(self.sleep)],
                 cwd=wdir, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
 
-    def check_alive(self) -> None:
-        for cat, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"the {cat} worker exited with code {proc.returncode}; "
-                    f"see {self.directory / f'worker_{cat}.log'}"
-                )
+    def dead(self) -> list[str]:
+        """Categories whose worker process has exited."""
+        return [cat for cat, p in self.procs.items() if p.poll() is not None]
 
     def stop(self, timeout: float = 20) -> None:
         for proc in self.procs.values():
@@ -149,6 +174,19 @@ class LocalWorkers:
                 proc.kill()
 
 
+def wait_for_database(uri: str, timeout: float) -> None:
+    """Block until ``uri`` answers, up to ``timeout`` seconds (then raise)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check_reachable(uri, timeout_ms=2000)
+            return
+        except DatabaseUnreachableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def run_local(
     config: CampaignConfig,
     directory: Path,
@@ -156,23 +194,42 @@ def run_local(
     progress: bool = True,
     poll: float = 2.0,
     timeout: float | None = None,
+    db_wait: float = 120.0,
+    max_restarts: int = 10,
+    rerun_fizzled: bool = False,
 ) -> dict[str, Any]:
-    """Submit ``config`` and run local cpu and gpu workers until the campaign ends.
+    """Run campaign ``config`` with local cpu and gpu workers until it ends.
 
-    Returns the final workflow summary. Raises ``RuntimeError`` if a firework fizzles
-    or a worker dies, ``TimeoutError`` after ``timeout`` seconds.
+    Submits the campaign, or resumes it if it is already on the LaunchPad (lost runs of
+    earlier local workers are rerun first). A worker that dies (killed, or the database
+    went away) is restarted once the database answers again, after its RUNNING
+    fireworks were rerun. A fizzled firework does not stop the campaign while other work
+    can proceed (failed oracle chunks are recorded and the round goes on); the run ends
+    with ``RuntimeError`` only when fizzled fireworks block everything left.
+
+    Returns the final workflow summary.
     """
+    from pymongo.errors import PyMongoError
+
     from flywheel.db.stores import make_launchpad
     from flywheel.launchers.fwfiles import write_fw_files
+    from flywheel.launchers.recover import recover
     from flywheel.settings import get_settings
 
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     ensure_database(config.database.uri, directory / "db")
     write_fw_files(directory, config.database.uri)
-    fw_id = submit(config)
     lp = make_launchpad(config.database.uri)
     workers = LocalWorkers(directory, sleep=get_settings().WORKER_SLEEP)
+    fw_id = find_campaign_fw(lp, config.name)
+    if fw_id is None:
+        fw_id = submit(config)
+    else:
+        logger.warning("resuming campaign %s (firework %d)", config.name, fw_id)
+        for cat in CATEGORIES:  # no local worker is alive now: their runs are lost
+            recover(lp, campaign=config.name, expiration_secs=0,
+                    fworker=workers.fworker_name(cat), fizzled=rerun_fizzled)
     workers.start()
     bar = None
     if progress:
@@ -180,23 +237,46 @@ def run_local(
 
         bar = tqdm(total=1, unit="job", desc=config.name, dynamic_ncols=True)
     start = time.monotonic()
+    stuck_polls = 0
     try:
         while True:
-            summary = workflow_summary(lp, fw_id)
-            done = sum(summary["states"].get(s, 0) for s in DONE_STATES)
+            try:
+                summary = workflow_summary(lp, fw_id)
+            except PyMongoError:
+                logger.warning("database at %s not answering; waiting",
+                               config.database.uri)
+                wait_for_database(config.database.uri, db_wait)
+                continue
+            states = summary["states"]
+            done = sum(states.get(s, 0) for s in DONE_STATES)
             if bar is not None:
                 bar.total = summary["total"]
-                bar.n = done
+                bar.n = done + states.get("FIZZLED", 0)
                 bar.set_postfix_str(", ".join(summary["running"])[:60])
                 bar.refresh()
-            if summary["states"].get("FIZZLED"):
-                raise RuntimeError(
-                    f"{summary['states']['FIZZLED']} job(s) fizzled; inspect with "
-                    f"`lpad -l {directory / 'my_launchpad.yaml'} get_fws -s FIZZLED -d more`"
-                )
-            if done == summary["total"]:
+            active = sum(states.get(s, 0) for s in ("READY", "RESERVED", "RUNNING"))
+            if done + states.get("FIZZLED", 0) == summary["total"]:
                 return summary
-            workers.check_alive()
+            stuck_polls = stuck_polls + 1 if active == 0 else 0
+            if stuck_polls >= 3:
+                raise RuntimeError(
+                    f"{states.get('FIZZLED', 0)} job(s) fizzled and block the "
+                    f"campaign; inspect with `lpad -l {directory / 'my_launchpad.yaml'} "
+                    "get_fws -s FIZZLED -d more`, fix, then `flywheel recover "
+                    "--fizzled` and `flywheel run` again"
+                )
+            for cat in workers.dead():
+                workers.restarts += 1
+                if workers.restarts > max_restarts:
+                    raise RuntimeError(
+                        f"the {cat} worker died {max_restarts} times; see "
+                        f"{directory / f'worker_{cat}.log'}"
+                    )
+                logger.warning("%s worker exited; restarting it", cat)
+                wait_for_database(config.database.uri, db_wait)
+                recover(lp, campaign=config.name, expiration_secs=0,
+                        fworker=workers.fworker_name(cat))
+                workers.start((cat,))
             if timeout is not None and time.monotonic() - start > timeout:
                 raise TimeoutError(f"campaign not finished after {timeout:.0f} s")
             time.sleep(poll)

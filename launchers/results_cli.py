@@ -92,6 +92,19 @@ def status_main(argv: Sequence[str] | None = None) -> int:
     db = get_database(uri)
     name = _campaign(args)
     fws = fw_status(db, name)
+    # "lost": RUNNING fireworks whose rocket stopped pinging (FireWorks' detection).
+    from flywheel.db.stores import make_launchpad
+    from flywheel.launchers.recover import DEFAULT_EXPIRATION_SECS, find_lost
+
+    lost = set(find_lost(make_launchpad(uri), campaign=name,
+                         expiration_secs=DEFAULT_EXPIRATION_SECS))
+    if lost:
+        for fw in db["fireworks"].find({"fw_id": {"$in": sorted(lost)}},
+                                       {"spec._category": 1, "spec.flywheel": 1}):
+            meta = fw["spec"]["flywheel"]
+            fws.append({"campaign": meta["campaign"], "round": meta["round"],
+                        "category": fw["spec"].get("_category"), "state": "LOST",
+                        "count": 1})
     names = [name] if name else sorted({r["campaign"] for r in fws})
     rounds = {n: round_table(db, n) for n in names}
     if args.json:

@@ -82,6 +82,11 @@ def close_round(
         {"stable": 1, "energy_per_atom": 1, "prediction": 1},
     ))
     metrics = round_metrics(mats, config.filter.stability_threshold)
+    # Selected but never relaxed: its oracle job fizzled (the hull ran without it).
+    db.candidates.update_many(
+        db.q(selected_round=round_index, status="selected"),
+        {"$set": {"status": "failed", "failure": "oracle job did not complete"}},
+    )
     selected = db.candidates.count_documents(db.q(selected_round=round_index))
     failed = db.candidates.count_documents(
         db.q(selected_round=round_index, status="failed")

@@ -29,22 +29,29 @@ if TYPE_CHECKING:
 
 def set_category(
     job: Job, category: str, campaign: str | None = None, round_index: int | None = None,
-    stage: str | None = None,
+    stage: str | None = None, *, tolerate_failed_parents: bool = False,
 ) -> Job:
     """Tag a job with its FireWorks category (``cpu`` or ``gpu``) for the fworkers.
 
     The ``flywheel`` spec entry (campaign, round, stage) lets ``flywheel status`` count
-    fireworks per round and stage straight from the LaunchPad.
+    fireworks per round and stage straight from the LaunchPad. With
+    ``tolerate_failed_parents`` the job runs even if a parent fizzled, receiving None
+    for that parent's output (the hull job: a failed oracle chunk must not block the
+    round).
     """
-    config: dict = {"_category": category}
+    from jobflow import OnMissing
+
+    manager: dict = {"_category": category}
     if campaign is not None:
-        config["flywheel"] = {"campaign": campaign, "round": round_index, "stage": stage}
+        manager["flywheel"] = {"campaign": campaign, "round": round_index, "stage": stage}
+    config: dict = {"manager_config": manager, "pass_manager_config": False}
+    if tolerate_failed_parents:
+        manager["_allow_fizzled_parents"] = True
+        config["on_missing_references"] = OnMissing.NONE
     # dynamic=False and pass_manager_config=False: jobflow would otherwise stamp this
     # job's category and round onto every job it adds at run time (the next round's
     # gpu jobs included).
-    job.update_config(
-        {"manager_config": config, "pass_manager_config": False}, dynamic=False
-    )
+    job.update_config(config, dynamic=False)
     return job
 
 
@@ -113,7 +120,7 @@ class RoundMaker(Maker):
             relax_jobs.append(rj)
         hull = set_category(
             self.hull.make(config, round_index, [j.output for j in relax_jobs]), CPU,
-            config.name, round_index, "hull",
+            config.name, round_index, "hull", tolerate_failed_parents=True,
         )
         hull.name = f"{config.name} r{round_index} hull"
         train = set_category(

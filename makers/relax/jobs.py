@@ -130,9 +130,11 @@ class RelaxMaker(Maker):
         }
         todo = [c for c in todo if c in cands]
         structures = [Structure.from_dict(cands[c]["structure"]) for c in todo]
-        results = run.run_oracle(structures, config.oracle) if structures else []
-        evaluated, failed = [], {}
-        for cid, result in zip(todo, results):
+        evaluated: list[str] = []
+        failed: dict[str, str] = {}
+
+        def persist(i: int, result: OracleResult) -> None:
+            cid = todo[i]
             if result.ok:
                 store_result(db, cands[cid], result, round_index, config.oracle.backend)
                 evaluated.append(cid)
@@ -142,6 +144,9 @@ class RelaxMaker(Maker):
                     db.q(candidate_id=cid),
                     {"$set": {"status": "failed", "failure": failed[cid]}},
                 )
+
+        if structures:
+            run.run_oracle(structures, config.oracle, on_result=persist)
         return RelaxOutput(
             round=round_index,
             evaluated=evaluated,

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ase import Atoms
     from pymatgen.core import Structure
 
@@ -76,7 +78,8 @@ def _frames_from_trajectory(traj: Any, max_frames: int) -> list[Atoms]:
 
 
 def _relax_forcefield(
-    structures: list[Structure], config: OracleConfig, force_field: str
+    structures: list[Structure], config: OracleConfig, force_field: str,
+    on_result: Callable[[int, OracleResult], None] | None = None,
 ) -> list[OracleResult]:
     """Relax with atomate2's ForceFieldRelaxMaker, in this process, one structure at a
     time so that one failure does not lose the others."""
@@ -89,7 +92,13 @@ def _relax_forcefield(
         relax_kwargs={"fmax": config.fmax},
         store_trajectory="partial",
     )
-    results = []
+    results: list[OracleResult] = []
+
+    def done(result: OracleResult) -> None:
+        if on_result is not None:
+            on_result(len(results), result)
+        results.append(result)
+
     for structure in structures:
         start = time.perf_counter()
         try:
@@ -98,18 +107,16 @@ def _relax_forcefield(
             doc = maker.make.original(maker, structure)
         except Exception as err:  # noqa: BLE001 - any oracle failure is recorded
             logger.warning("oracle failed for %s: %s", structure.formula, err)
-            results.append(
-                OracleResult(None, error=f"{type(err).__name__}: {err}"[:500],
-                             seconds=time.perf_counter() - start)
-            )
+            done(OracleResult(None, error=f"{type(err).__name__}: {err}"[:500],
+                              seconds=time.perf_counter() - start))
             continue
         traj = (doc.objects or {}).get("trajectory")
         frames = _frames_from_trajectory(traj, config.max_frames) if traj else []
         energy = float(doc.output.energy)
         if not np.isfinite(energy):
-            results.append(OracleResult(None, error="non-finite energy"))
+            done(OracleResult(None, error="non-finite energy"))
             continue
-        results.append(
+        done(
             OracleResult(
                 structure=doc.output.structure,
                 energy=energy,
@@ -122,12 +129,18 @@ def _relax_forcefield(
     return results
 
 
-def run_oracle(structures: list[Structure], config: OracleConfig) -> list[OracleResult]:
+def run_oracle(
+    structures: list[Structure],
+    config: OracleConfig,
+    on_result: Callable[[int, OracleResult], None] | None = None,
+) -> list[OracleResult]:
     """Relax ``structures`` with the configured oracle; one result per structure.
 
     Failures are returned as results with ``error`` set, never raised, so that one bad
-    candidate does not cost the rest of its chunk.
+    candidate does not cost the rest of its chunk. ``on_result(i, result)`` is called as
+    soon as structure ``i`` is done, so the caller can store it before the next one
+    starts (a killed worker then loses at most the relaxation in progress).
     """
     if config.backend == "chgnet":
-        return _relax_forcefield(structures, config, "CHGNet")
+        return _relax_forcefield(structures, config, "CHGNet", on_result)
     raise ValueError(f"unknown oracle backend {config.backend!r}")
