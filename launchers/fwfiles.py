@@ -73,6 +73,8 @@ def qadapter_dict(
     venv = venv or sys.prefix
     d = campaign_dir.resolve()
     env = (
+        # SLURM's own record of where the job ran, in the job's log.
+        'echo "SLURM_JOB_ID=$SLURM_JOB_ID SLURM_JOB_PARTITION=$SLURM_JOB_PARTITION"; '
         f"source {venv}/bin/activate; "
         f"export JOBFLOW_CONFIG_FILE={d}/jobflow.yaml FW_CONFIG_FILE={d}/FW_config.yaml "
         f"OMP_NUM_THREADS={cpus_per_task}"
