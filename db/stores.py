@@ -96,7 +96,7 @@ def jobstore_spec(uri: str) -> dict[str, Any]:
     uri, name = split_uri(uri)
     return {
         "docs_store": {
-            "type": "MongoURIStore",
+            "type": "MongoStore",
             "uri": uri,
             "database": name,
             "collection_name": "outputs",
@@ -115,11 +115,11 @@ def jobstore_spec(uri: str) -> dict[str, Any]:
 def make_jobstore(uri: str) -> JobStore:
     """A jobflow JobStore with docs in ``outputs`` and large data in GridFS."""
     from jobflow import JobStore
-    from maggma.stores import GridFSStore, MongoURIStore
+    from maggma.stores import GridFSStore, MongoStore
 
     uri, name = split_uri(uri)
     return JobStore(
-        MongoURIStore(uri, collection_name="outputs", database=name),
+        MongoStore(name, "outputs", uri=uri),
         additional_stores={
             "data": GridFSStore(name, "outputs_blobs", uri=uri)
         },

@@ -46,11 +46,23 @@ def init_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", default="li-fe-o-demo", help="campaign name")
     p.add_argument("--uri", default="mongodb://127.0.0.1:27118/flywheel",
                    help="MongoDB URI written into every file")
+    p.add_argument("--cluster", choices=["slurm"], default="slurm",
+                   help="queue system of the qadapters")
+    p.add_argument("--cpu-partition", default="cpu", help="partition for cpu jobs")
+    p.add_argument("--gpu-partition", default="gpu", help="partition for gpu jobs")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs per gpu job (--gres)")
+    p.add_argument("--walltime", default="02:00:00", help="walltime per queue job")
+    p.add_argument("--venv", help="virtual environment the jobs activate "
+                   "(default: the current one)")
     args = p.parse_args(argv)
     from flywheel.launchers.fwfiles import write_example_campaign, write_fw_files
 
     d = Path(args.directory)
-    files = write_fw_files(d, args.uri)
+    files = write_fw_files(
+        d, args.uri, venv=args.venv,
+        partitions={"cpu": args.cpu_partition, "gpu": args.gpu_partition},
+        gpus=args.gpus, walltime=args.walltime,
+    )
     camp = d / "campaign.yaml"
     if camp.exists():
         print(f"kept existing {camp}")

@@ -121,9 +121,16 @@ def _dump(path: Path, data: dict[str, Any]) -> Path:
 
 
 def write_fw_files(
-    directory: Path, uri: str, *, venv: str | None = None
+    directory: Path,
+    uri: str,
+    *,
+    venv: str | None = None,
+    partitions: dict[str, str] | None = None,
+    gpus: int = 1,
+    walltime: str = "02:00:00",
 ) -> dict[str, Path]:
-    """Write launchpad, both fworkers, both qadapters and the jobflow config."""
+    """Write launchpad, FireWorks config, both fworkers, both SLURM qadapters and the
+    jobflow config into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "qlogs").mkdir(exist_ok=True)
     files = {
@@ -137,7 +144,9 @@ def write_fw_files(
         )
         files[f"qadapter_{cat}"] = _dump(
             directory / f"my_qadapter_{cat}.yaml",
-            qadapter_dict(cat, campaign_dir=directory, venv=venv),
+            qadapter_dict(cat, campaign_dir=directory, venv=venv,
+                          partition=(partitions or {}).get(cat), gpus=gpus,
+                          walltime=walltime),
         )
     return files
 

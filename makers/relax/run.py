@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,21 +78,29 @@ def _frames_from_trajectory(traj: Any, max_frames: int) -> list[Atoms]:
     return frames
 
 
+@lru_cache(maxsize=4)
+def _forcefield_maker(force_field: str, relax_cell: bool, steps: int, fmax: float):
+    """One atomate2 maker per setting and process: the maker caches its calculator, so
+    a worker running many oracle jobs loads the model once (measured in
+    benchmarks/orchestration.py)."""
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    return ForceFieldRelaxMaker(
+        force_field_name=force_field,
+        relax_cell=relax_cell,
+        steps=steps,
+        relax_kwargs={"fmax": fmax},
+        store_trajectory="partial",
+    )
+
+
 def _relax_forcefield(
     structures: list[Structure], config: OracleConfig, force_field: str,
     on_result: Callable[[int, OracleResult], None] | None = None,
 ) -> list[OracleResult]:
     """Relax with atomate2's ForceFieldRelaxMaker, in this process, one structure at a
     time so that one failure does not lose the others."""
-    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
-
-    maker = ForceFieldRelaxMaker(
-        force_field_name=force_field,
-        relax_cell=config.relax_cell,
-        steps=config.steps,
-        relax_kwargs={"fmax": config.fmax},
-        store_trajectory="partial",
-    )
+    maker = _forcefield_maker(force_field, config.relax_cell, config.steps, config.fmax)
     results: list[OracleResult] = []
 
     def done(result: OracleResult) -> None:
