@@ -25,9 +25,18 @@ commands:
 
 
 def _load(path: str):
-    from flywheel.config import load_campaign
+    """Load a campaign and read its seed files, so that an unreadable seed file is
+    one clear error before anything is submitted."""
+    from flywheel.config import ConfigError, load_campaign
+    from flywheel.makers.seeds.core import load_seed_file
 
-    return load_campaign(path)
+    config = load_campaign(path)
+    for seed_file in config.seeds.files:
+        try:
+            load_seed_file(seed_file)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"{path}: field 'seeds.files': {err}") from None
+    return config
 
 
 def _override_uri(config, uri: str | None):

@@ -147,6 +147,18 @@ def test_bad_input_is_one_clear_message_and_nothing_is_submitted(
     assert get_database(db_uri).fireworks.count_documents({}) == 0
 
 
+def test_unreadable_seed_file_is_rejected_before_submission(tmp_path, db_uri, capsys):
+    from flywheel.db.stores import get_database
+
+    (tmp_path / "bad.cif").write_text("data_x\n_cell_length_a 3\nthis is not a cif\n")
+    path = _write(tmp_path, {**TINY, "database": {"uri": db_uri},
+                             "seeds": {"files": ["bad.cif"]}})
+    assert cli(["submit", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "seeds.files" in err and "bad.cif" in err
+    assert get_database(db_uri).fireworks.count_documents({}) == 0
+
+
 def test_unreachable_database_says_how_to_start_the_server(capsys):
     assert cli(["query", "--uri", "mongodb://127.0.0.1:9/x", "--stable"]) == 1
     err = capsys.readouterr().err
