@@ -91,10 +91,64 @@ class SubstitutionConfig(_Section):
     )
 
 
+    max_known_per_formula: int = Field(
+        3,
+        ge=1,
+        description="Tuned for discovery: skip substitution outcomes whose reduced "
+        "formula already has this many structures in the database.",
+    )
+
+
+class SapsConfig(_Section):
+    """SAPS: symmetry-aware partial substitution (docs/generators/saps.md)."""
+
+    enabled: bool = Field(True, description="Run this generator.")
+    budget: int = Field(
+        100, ge=0, description="Maximum unique candidates per round from SAPS."
+    )
+    threshold: float = Field(
+        5e-3, gt=0, le=1, description="Minimum pair substitution probability."
+    )
+    max_candidates_per_parent: int | None = Field(
+        50, ge=1, description="Cap on partial substitutions per parent structure."
+    )
+
+
+class PrototypeConfig(_Section):
+    """Decorations of pymatgen's AFLOW prototype library (docs/generators/prototypes.md)."""
+
+    enabled: bool = Field(
+        True, description="Run this generator (in round 1 only: its output does not "
+        "depend on what the campaign has found)."
+    )
+    budget: int = Field(
+        50, ge=0, description="Maximum unique candidates from prototypes."
+    )
+
+
+class RandomSearchConfig(_Section):
+    """AIRSS-like random structure search with pyxtal (docs/generators/rss.md)."""
+
+    enabled: bool = Field(False, description="Run this generator.")
+    compositions_per_round: int = Field(
+        2, ge=1, description="New compositions searched per round."
+    )
+    trials: int = Field(
+        100, ge=1, description="Random symmetric crystals per composition."
+    )
+    max_atoms: int = Field(12, ge=1, description="Maximum atoms per random cell.")
+    budget: int = Field(
+        40, ge=0, description="Maximum unique candidates per round from this search."
+    )
+
+
 class GenerateConfig(_Section):
     """Candidate generators and their per-round budgets."""
 
     substitution: SubstitutionConfig = Field(default_factory=SubstitutionConfig)
+    saps: SapsConfig = Field(default_factory=SapsConfig)
+    prototypes: PrototypeConfig = Field(default_factory=PrototypeConfig)
+    random_search: RandomSearchConfig = Field(default_factory=RandomSearchConfig)
     seed: int = Field(0, description="Random seed for sub-sampling over budget.")
 
 

@@ -71,7 +71,7 @@ def admit_candidates(
 
     from pymongo import UpdateOne
 
-    from flywheel.makers.generate.core import dedup
+    from flywheel.makers.generate.dedup import fast_dedup
     from flywheel.makers.seeds.core import check_structure
 
     reasons: Counter[str] = Counter()
@@ -86,7 +86,7 @@ def admit_candidates(
             reasons[_reason_key(reason)] += 1
     formulas = {c.structure.composition.reduced_formula for c in sane}
     known = known_structures(db, formulas, round_index)
-    unique, n_batch, n_known = dedup(sane, known)
+    unique, n_batch, n_known = fast_dedup(sane, known)
 
     kept: list[Candidate] = []
     by_gen: dict[str, list[Candidate]] = {}
