@@ -155,18 +155,55 @@ class _GraphDataset:
         )
 
 
+#: Edges per batch on CPU.  Measured on one thread (16-channel L=0 model,
+#: 12- and 54-atom Cu-Al cells): the time per structure is lowest for batches
+#: of ~4k-16k edges and grows ~2.5x by 150k edges, where the intermediate
+#: per-edge tensors no longer fit in cache.  GPUs want large batches instead.
+CPU_MAX_EDGES = 12_000
+
+
+def _batches(
+    dataset: _GraphDataset, batch_size: int, max_edges: int | None
+) -> Iterator[Any]:
+    """Collate consecutive graphs into edge-budgeted batches.
+
+    A batch holds at most ``batch_size`` graphs and ``max_edges`` edges; a
+    single graph with more edges gets a batch of its own.
+    """
+    from mace.tools.torch_geometric.dataloader import Collater
+
+    collate = Collater(follow_batch=[None], exclude_keys=[None])
+    pending: list[Any] = []
+    n_edges = 0
+    for index in range(len(dataset)):
+        graph = dataset[index]
+        edges = int(graph.edge_index.shape[1])
+        if pending and (
+            len(pending) >= batch_size
+            or (max_edges is not None and n_edges + edges > max_edges)
+        ):
+            yield collate(pending)
+            pending, n_edges = [], 0
+        pending.append(graph)
+        n_edges += edges
+    if pending:
+        yield collate(pending)
+
+
 def predict_energies(
     models: Sequence[torch.nn.Module],
     structures: Sequence[Any],
     *,
     batch_size: int = 32,
     device: str = "cpu",
+    max_edges: int | str | None = "auto",
 ) -> np.ndarray:
     """Energy per atom of every structure under every ensemble member.
 
     Graphs are built once with MACE's own data pipeline and each batch is
     evaluated by all members sharing that cutoff/element table; only energies
-    are computed (no force/stress back-propagation).
+    are computed (no force/stress back-propagation), under
+    ``torch.inference_mode``.
 
     Parameters
     ----------
@@ -175,9 +212,15 @@ def predict_energies(
     structures : sequence of pymatgen Structure or ase.Atoms
         Ordered, periodic structures with elements known to every model.
     batch_size : int
-        Structures per batch.
+        Most structures per batch.
     device : str
         Torch device the batches are moved to.
+    max_edges : int, None or "auto"
+        Most graph edges (directed neighbour pairs) per batch; a structure
+        with more edges is evaluated alone.  ``"auto"`` uses
+        :data:`CPU_MAX_EDGES` on CPU and no limit elsewhere; ``None``: no
+        limit.  Batching changes only the float summation order (~1e-7
+        eV/atom in float32).
 
     Returns
     -------
@@ -185,8 +228,9 @@ def predict_energies(
         Shape ``(n_models, n_structures)``, float64, eV/atom.
     """
     import torch
-    from mace.tools import torch_geometric
 
+    if max_edges == "auto":
+        max_edges = CPU_MAX_EDGES if str(device).startswith("cpu") else None
     atoms_list = [_to_atoms(s) for s in structures]
     n_atoms = np.array([len(a) for a in atoms_list], dtype=float)
     out = np.full((len(models), len(atoms_list)), np.nan)
@@ -205,17 +249,14 @@ def predict_energies(
         heads = list(getattr(models[members[0]], "heads", None) or ["Default"])
         dataset = _GraphDataset(atoms_list, r_max, zs, heads, _pick_head(heads))
         with _torch_default_dtype(dtype):
-            loader = torch_geometric.dataloader.DataLoader(
-                dataset=dataset, batch_size=batch_size, shuffle=False, drop_last=False
-            )
             start = 0
-            for batch in loader:
+            for batch in _batches(dataset, batch_size, max_edges):
                 batch = batch.to(device)
                 n_graphs = int(batch.num_graphs)
                 for i in members:
                     # Members get their own dict: a model may add or replace
                     # entries of its input (the tensors themselves are shared).
-                    with torch.no_grad():
+                    with torch.inference_mode():
                         result = models[i](
                             dict(batch.to_dict()),
                             training=False,
@@ -223,7 +264,7 @@ def predict_energies(
                             compute_virials=False,
                             compute_stress=False,
                         )
-                    energy = result["energy"].detach().to("cpu", torch.float64)
+                        energy = result["energy"].to("cpu", torch.float64)
                     out[i, start : start + n_graphs] = energy.numpy()
                 start += n_graphs
     return out / n_atoms[None, :]
