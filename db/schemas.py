@@ -122,6 +122,12 @@ class RoundDoc(_Doc):
     )
     precision: float | None = Field(None, description="Precision of 'stable' calls.")
     recall: float | None = Field(None, description="Recall of 'stable' calls.")
+    calibration: dict[str, float | None] | None = Field(
+        None,
+        description="Filter calibration on this round's oracle results: coverage of "
+        "the 68 %/95 % intervals of the ensemble, MAE/RMSE (eV/atom), mean |z|, and "
+        "precision/recall/F1/DAF of stable calls (docs/filter.md).",
+    )
     n_materials: int = Field(description="Oracle results in the campaign so far.")
     n_stable: int = Field(description="Stable entries in the campaign after the round.")
     n_frames: int | None = Field(None, description="Training frames after the round.")

@@ -187,6 +187,18 @@ class FilterConfig(_Section):
         2, ge=1, description="Polymorphs of one reduced formula selected per round."
     )
     batch_size: int = Field(32, ge=1, description="Structures per inference batch.")
+    tta_scales: list[float] = Field(
+        default_factory=lambda: [1.0],
+        description="Isotropic lattice scalings for test-time augmentation; each "
+        "member takes its minimum over them (GNoME's volume TTA). [1.0] turns it off "
+        "(measured on mp20: min over 0.96-1.04 raised the MAE from 0.189 to 0.219 "
+        "eV/atom for already-relaxed inputs).",
+    )
+    split_by_generator: bool = Field(
+        True,
+        description="Split the budget across generators in proportion to each one's "
+        "Beta-smoothed hit rate in earlier rounds (each keeps at least 5 %).",
+    )
     model: MaceModelConfig = Field(default_factory=MaceModelConfig)
 
 

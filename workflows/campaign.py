@@ -57,6 +57,36 @@ def round_flow(
     return Flow([body, close], output=close.output, name=f"{config.name} r{round_index}")
 
 
+def calibration(materials: list[dict], threshold: float) -> dict | None:
+    """How well the filter's intervals and stable calls matched the oracle this round
+    (energy per atom: predicted mean ± ensemble spread vs oracle; stable calls:
+    predicted vs oracle energy above hull)."""
+    import math
+
+    import numpy as np
+
+    from flywheel.makers.filter.calibration import (
+        calibration_report,
+        classification_metrics,
+    )
+
+    scored = [m for m in materials if m.get("prediction") and
+              m.get("e_above_hull") is not None]
+    if not scored:
+        return None
+    report = calibration_report(
+        np.array([m["prediction"]["energy_per_atom"] for m in scored]),
+        np.array([m["prediction"]["energy_std"] for m in scored]),
+        np.array([m["energy_per_atom"] for m in scored]),
+    )
+    report.update({f"stable_{k}": v for k, v in classification_metrics(
+        np.array([m["prediction"]["e_above_hull"] for m in scored]),
+        np.array([m["e_above_hull"] for m in scored]), threshold=threshold,
+    ).items()})
+    return {k: (None if isinstance(v, float) and math.isnan(v) else float(v))
+            for k, v in report.items()}
+
+
 @job
 def close_round(
     config: CampaignConfig,
@@ -79,9 +109,10 @@ def close_round(
     gen, trn = as_dict(summary["generated"]), as_dict(summary["trained"])
     mats = list(db.materials.find(
         db.q(round=round_index),
-        {"stable": 1, "energy_per_atom": 1, "prediction": 1},
+        {"stable": 1, "energy_per_atom": 1, "prediction": 1, "e_above_hull": 1},
     ))
     metrics = round_metrics(mats, config.filter.stability_threshold)
+    metrics["calibration"] = calibration(mats, config.filter.stability_threshold)
     # Selected but never relaxed: its oracle job fizzled (the hull ran without it).
     db.candidates.update_many(
         db.q(selected_round=round_index, status="selected"),

@@ -58,6 +58,28 @@ def current_hull(db: CampaignDB):
     return HullIndex(entries)
 
 
+def generator_quotas(db: CampaignDB, pool_generators: list[str], budget: int) -> dict:
+    """This round's budget per generator, proportional to each generator's measured
+    hit rate (stable ÷ evaluated) in earlier rounds, Beta-smoothed."""
+    from collections import Counter
+
+    from flywheel.makers.filter.calibration import generator_budget_split
+
+    hits: dict[str, tuple[int, int]] = {}
+    for row in db.materials.aggregate([
+        {"$match": db.q(generator={"$ne": "seed"})},
+        {"$group": {"_id": "$generator", "n": {"$sum": 1},
+                    "hits": {"$sum": {"$cond": ["$stable", 1, 0]}}}},
+    ]):
+        hits[row["_id"]] = (row["hits"], row["n"])
+    available = Counter(pool_generators)
+    for gen in available:
+        hits.setdefault(gen, (0, 0))
+    quotas = generator_budget_split(hits, budget, available=available)
+    logger.info("budget per generator: %s (hits/evaluated %s)", quotas, hits)
+    return {g: q for g, q in quotas.items() if q > 0}
+
+
 @dataclass
 class FilterMaker(Maker):
     """Score the candidate pool with the MACE ensemble and select the round's budget.
@@ -80,6 +102,7 @@ class FilterMaker(Maker):
 
         from flywheel.makers.filter.acquisition import score, select
         from flywheel.makers.filter.core import load_models, predict_energies
+        from flywheel.makers.filter.tta import predict_with_tta
         from flywheel.makers.schemas import FilterOutput
         from flywheel.settings import get_settings
 
@@ -89,13 +112,13 @@ class FilterMaker(Maker):
         db = campaign_db(config)
         hull = current_hull(db)
         device = get_settings().resolved_device()
-        ids, formulas, structures, hull_e = [], [], [], []
+        ids, formulas, structures, hull_e, gens = [], [], [], [], []
         unscorable = 0
         # The pool is every candidate not yet sent to the oracle, from this and earlier
         # rounds: a candidate passed over last round is rescored by the better model.
         for doc in db.candidates.find(
             db.q(status="generated", round={"$lte": round_index}),
-            {"candidate_id": 1, "structure": 1, "formula": 1},
+            {"candidate_id": 1, "structure": 1, "formula": 1, "generator": 1},
         ).sort("candidate_id", 1):
             s = Structure.from_dict(doc["structure"])
             e_hull = hull.hull_energy_per_atom(s.composition)
@@ -103,6 +126,7 @@ class FilterMaker(Maker):
                 unscorable += 1
                 continue
             ids.append(doc["candidate_id"])
+            gens.append(doc["generator"])
             formulas.append(doc["formula"])
             structures.append(s)
             hull_e.append(e_hull)
@@ -111,13 +135,24 @@ class FilterMaker(Maker):
         if structures:
             with tempfile.TemporaryDirectory() as tmp:
                 models = load_models(fetch_models(db, model_round, Path(tmp)), device)
-                energies = predict_energies(
-                    models, structures, batch_size=fcfg.batch_size, device=device
-                )
+                if fcfg.tta_scales == [1.0]:
+                    energies = predict_energies(
+                        models, structures, batch_size=fcfg.batch_size, device=device
+                    )
+                else:
+                    energies = predict_with_tta(
+                        models, structures, scales=tuple(fcfg.tta_scales),
+                        aggregate="min", batch_size=fcfg.batch_size, device=device,
+                    )
             s = score(energies, np.asarray(hull_e),
                       threshold=fcfg.stability_threshold, kappa=fcfg.kappa)
-            selected = select(ids, formulas, s.acquisition, budget=fcfg.budget,
-                              max_per_formula=fcfg.max_per_formula)
+            quotas = (generator_quotas(db, gens, fcfg.budget)
+                      if fcfg.split_by_generator else {None: fcfg.budget})
+            for gen, quota in sorted(quotas.items(), key=lambda kv: str(kv[0])):
+                idx = [i for i, g in enumerate(gens) if gen is None or g == gen]
+                selected += select([ids[i] for i in idx], [formulas[i] for i in idx],
+                                   s.acquisition[idx], budget=quota,
+                                   max_per_formula=fcfg.max_per_formula)
             chosen = set(selected)
             from pymongo import UpdateOne
 
