@@ -40,22 +40,16 @@ def fetch_models(db: CampaignDB, round_index: int, workdir: Path) -> list[Path]:
 
 
 def current_hull(db: CampaignDB):
-    """A HullIndex over the campaign's oracle results."""
-    from pymatgen.core import Composition
-    from pymatgen.entries.computed_entries import ComputedEntry
+    """A HullEngine over the campaign's oracle results (``hull_energy(composition)``
+    is None where an elemental reference is missing)."""
+    from flywheel.makers.hull.engine import HullEngine
 
-    from flywheel.makers.hull.core import HullIndex
-
-    entries = []
-    for doc in db.materials.find(
-        db.q(), {"material_id": 1, "formula": 1, "energy_per_atom": 1}
-    ):
-        comp = Composition(doc["formula"])
-        entries.append(
-            ComputedEntry(comp, doc["energy_per_atom"] * comp.num_atoms,
-                          entry_id=doc["material_id"])
+    return HullEngine(
+        (d["material_id"], d["formula"], d["energy_per_atom"])
+        for d in db.materials.find(
+            db.q(), {"material_id": 1, "formula": 1, "energy_per_atom": 1}
         )
-    return HullIndex(entries)
+    )
 
 
 def generator_quotas(db: CampaignDB, pool_generators: list[str], budget: int) -> dict:
@@ -121,7 +115,7 @@ class FilterMaker(Maker):
             {"candidate_id": 1, "structure": 1, "formula": 1, "generator": 1},
         ).sort("candidate_id", 1):
             s = Structure.from_dict(doc["structure"])
-            e_hull = hull.hull_energy_per_atom(s.composition)
+            e_hull = hull.hull_energy(s.composition)
             if e_hull is None:
                 unscorable += 1
                 continue
