@@ -167,7 +167,11 @@ class MaceModelConfig(_Section):
 class FilterConfig(_Section):
     """The ML filter: MACE ensemble, acquisition and selection budget."""
 
-    ensemble_size: int = Field(2, ge=2, le=16, description="MACE models in the ensemble.")
+    ensemble_size: int = Field(
+        4, ge=2, le=16,
+        description="MACE models in the ensemble (each a different seed; the "
+        "quickstart uses 2 to stay small).",
+    )
     budget: int = Field(
         8, ge=1, description="Candidates sent to the oracle per round."
     )

@@ -11,7 +11,7 @@ BASE = {"name": "t", "chemistry": {"elements": ["Li", "O"]}}
 
 def test_defaults_are_complete():
     cfg = campaign_from_dict(BASE)
-    assert cfg.filter.ensemble_size == 2
+    assert cfg.filter.ensemble_size == 4
     assert cfg.oracle.backend == "chgnet"
     assert cfg.database.uri == "mongodb://127.0.0.1:27118/flywheel"
     assert cfg.hull.on_hull_tolerance == pytest.approx(5e-5)
