@@ -137,7 +137,8 @@ def update_hull(
             e_hull = float(pd.get_e_above_hull(entry, allow_negative=True))
             stable = e_hull <= tolerance
             if stable:
-                decomp = float(pd.get_phase_separation_energy(entry))
+                # tols: the default (1e-8) stops ~1e-5 eV/atom short (Li2FeO3).
+                decomp = float(pd.get_phase_separation_energy(entry, tols=(1e-12,)))
             else:
                 decomp = e_hull
             results[entry.entry_id] = HullResult(max(e_hull, 0.0), decomp, stable)
