@@ -305,6 +305,27 @@ def test_fingerprint_is_setting_invariant():
     assert fingerprint(_zincblende())[:2] == ("NaCl", 216)
 
 
+def test_isometry_key_separates_homometric_orderings():
+    # Two Mn/Fe orderings of one 16-site MnFeO2 cell (Pmma, P4_122): every site has
+    # the same neighbour distances to 8 Å and the same bond angles to 4.2 Å, so a
+    # distance-only key merged them; only the Pmma cell has a pure translation.
+    cations = [[0.25, 0.75, 0.25], [0.5, 0.5, 0.5], [0.25, 0.25, 0.75], [0.5, 0, 0],
+               [0.75, 0.75, 0.75], [0, 0.5, 0], [0.75, 0.25, 0.25], [0, 0, 0.5]]
+    oxygens = [[0.5, 0, 0.5], [0.25, 0.25, 0.25], [0.5, 0.5, 0], [0.25, 0.75, 0.75],
+               [0, 0, 0], [0.75, 0.25, 0.75], [0, 0.5, 0.5], [0.75, 0.75, 0.25]]
+    pmma = Structure(Lattice.cubic(5.834), ["Mn"] * 4 + ["Fe"] * 4 + ["O"] * 8,
+                     cations + oxygens)
+    p4122 = Structure(Lattice.cubic(5.834), ["Mn", "Mn", "Fe", "Mn", "Mn", "Fe", "Fe",
+                                             "Fe"] + ["O"] * 8, cations + oxygens)
+    assert fingerprint(pmma, symprec=0.01)[1] == 51
+    assert fingerprint(p4122, symprec=0.01)[1] == 91
+    assert not default_matcher().fit(pmma, p4122)
+    assert isometry_key(pmma) != isometry_key(p4122)
+    assert isometry_key(pmma) == isometry_key(_copies(pmma)[-1])  # supercell
+    unique, n_batch, _ = fast_dedup([_c(pmma), _c(p4122), *map(_c, _copies(p4122))])
+    assert (len(unique), n_batch) == (2, 5)
+
+
 def test_fast_dedup_agrees_with_core_dedup():
     from flywheel.makers.seeds.core import builtin_seeds
 

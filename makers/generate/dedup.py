@@ -4,17 +4,22 @@
 (first occurrence in input order survives; known structures are checked first) and
 decides each candidate in up to two stages:
 
-1. **Isometry key** (:func:`isometry_key`, ~0.1-0.3 ms).  A hash of the multiset of
-   site environments: a site's element and the multiset of (element, distance) of
-   its neighbours within ``2 (V/N)^(1/3)``, distances divided by ``(V/N)^(1/3)``
-   and rounded to 1e-3; multiplicities divided by their gcd.  Rotated, translated,
-   permuted, volume-scaled, supercell and other-setting copies of a crystal share
-   the key; oxidation states are ignored (as by the default ``ElementComparator``).
-   A candidate whose key was seen before gets the verdict of that earlier structure
-   without a matcher call.  Different crystals share a key only if every site has
-   the same neighbour distances to 1e-3 (homometric structures; mirror images,
-   which StructureMatcher matches too) or by a 64-bit hash collision: the only ways
-   this stage can merge what StructureMatcher would keep apart.
+1. **Isometry key** (:func:`isometry_key`, ~0.1-0.6 ms).  A hash of (a) the
+   multiset of site colours after three rounds of colour refinement
+   (Weisfeiler-Lehman): a site starts as its element and each round absorbs the
+   multiset of (neighbour colour, distance) over neighbours within
+   ``2 (V/N)^(1/3)``, distances divided by ``(V/N)^(1/3)`` and rounded to 1e-3,
+   multiplicities divided by their gcd; and (b) the number of atoms in the
+   primitive cell (pure translations counted to 1e-4 in fractional coordinates).
+   Rotated, translated, permuted, volume-scaled, supercell and other-setting copies
+   of a crystal share the key; oxidation states are ignored (as by the default
+   ``ElementComparator``).  A candidate whose key was seen before gets the verdict
+   of that earlier structure without a matcher call.  Different crystals share a
+   key only if they are indistinguishable by (a) and (b) (homometric structures
+   with equal primitive cells; mirror images, which StructureMatcher matches too)
+   or by a hash collision: the only ways this stage can merge what StructureMatcher
+   keeps apart.  (a) alone merged one pair among 741 distinct structures of the
+   benchmark (two MnFeO2 cation orderings, tested); none is known with (b).
 2. **Symmetry bucket** (:func:`fingerprint`, one spglib call: 0.3 ms for triclinic
    cells, 2-35 ms for cubic ones on this machine).  Reduced element formula,
    space-group number at ``symprec`` (0.1 Å) and the multiset of (element, orbit size
@@ -30,9 +35,10 @@ Ti 1b, O 3c; sizes (multiplicities) are the same in every setting.
 The risk of stage 2: StructureMatcher (stol 0.3) matches distortions far beyond the
 0.1 Å that spglib tolerates, so a distorted copy of a crystal lands in a lower-
 symmetry bucket and is kept as new (a *missed* duplicate: extra work downstream,
-never a lost candidate).  Measured (``benchmarks/generation.py``): 0 % of copies
-displaced by 0.01 Å split, most of those displaced by 0.05 Å or more or strained by
-1 %, and ~97 % of the StructureMatcher matches between same-formula MP structures.
+never a lost candidate).  Measured (``benchmarks/generation.py``), the share of
+matched pairs split: 0 % for copies with every atom displaced by 0.01 Å, 43 % by
+0.05 Å, 95 % by 0.1 Å; 5 % for cells strained by up to 1 %, 47 % by up to 3 %; 97 %
+of the StructureMatcher matches between same-formula MP structures.
 Generated candidates carry their parents' exact symmetry, so within a batch the
 symmetry bucket is the default (``level``); comparisons with ``known`` (relaxed,
 often distorted database structures) use the formula bucket (``known_level``),
@@ -67,6 +73,7 @@ LEVELS = ("orbits", "spacegroup", "formula")
 # site, i.e. two to three coordination shells in dense solids.
 _KEY_CUTOFF = 2.0
 _KEY_DECIMALS = 3
+_KEY_ROUNDS = 3
 
 
 def _element_formula(structure: Structure) -> str:
@@ -74,9 +81,10 @@ def _element_formula(structure: Structure) -> str:
 
 
 def _atomic_numbers(structure: Structure) -> np.ndarray:
-    # Species with oxidation states and Elements both expose Z.
-    return np.fromiter((sp.Z for sp in structure.species), dtype=np.int64,
-                       count=len(structure))
+    # Through site.species: 5x faster than Structure.atomic_numbers, whose
+    # site.specie re-checks order on every call.  Ordered structures only.
+    return np.fromiter((next(iter(site.species)).Z for site in structure),
+                       dtype=np.int64, count=len(structure))
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -85,6 +93,30 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+def _translation_count(structure: Structure, z: np.ndarray, tol: float) -> int:
+    """Count the lattice translations in the cell (n / primitive size).
+
+    Candidates are the vectors from one atom of the rarest element to the others of
+    that element; a candidate is a translation if it maps every element's sites
+    onto themselves within ``tol`` in fractional coordinates (exact copies only need
+    a numerical tolerance).
+    """
+    values, counts = np.unique(z, return_counts=True)
+    if np.gcd.reduce(counts) == 1:
+        return 1  # a translation maps each element onto itself: it divides each count
+    frac = structure.frac_coords
+    rare = np.flatnonzero(z == values[np.argmin(counts)])
+    shifts = frac[rare] - frac[rare[0]]  # (m, 3), the first is zero
+    ok = np.ones(len(shifts), dtype=bool)
+    for value in values:
+        sites = frac[z == value]
+        diff = (sites[None, :, None, :] + shifts[:, None, None, :]
+                - sites[None, None, :, :])  # (m, k, k, 3)
+        diff -= np.round(diff)
+        ok &= (np.abs(diff).max(axis=-1).min(axis=2) < tol).all(axis=1)
+    return int(np.count_nonzero(ok))
 
 
 def isometry_key(structure: Structure) -> bytes:
@@ -110,7 +142,7 @@ def isometry_key(structure: Structure) -> bytes:
     lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
     cart = np.ascontiguousarray(structure.cart_coords, dtype=float)
     scale = (structure.volume / n) ** (1 / 3)
-    z = np.asarray(structure.atomic_numbers, dtype=np.int64)
+    z = _atomic_numbers(structure)
     # The C kernel behind Structure.get_neighbor_list, without its Python overhead
     # (a third of the time of this function for small cells).
     centers, neighbors, _, dists = find_points_in_spheres(
@@ -118,20 +150,26 @@ def isometry_key(structure: Structure) -> bytes:
         lattice=lattice, tol=1e-8)
     keep = (centers != neighbors) | (dists > 1e-8)
     centers, neighbors, dists = centers[keep], neighbors[keep], dists[keep]
-    q = np.rint(dists / scale * 10**_KEY_DECIMALS).astype(np.uint64)
-    # A site's environment is the multiset of (element, rounded distance) of its
-    # neighbours; summing a 64-bit mix of each pair hashes that multiset without
-    # sorting or a Python loop over sites.
-    code = _splitmix64(z[neighbors].astype(np.uint64) << np.uint64(32) | q)
-    site_hash = np.zeros(n, dtype=np.uint64)
-    np.add.at(site_hash, centers, code)
-    # ... and the site's own element joins it (the neighbour count is in the sum).
-    sites = _splitmix64(site_hash ^ _splitmix64(z.astype(np.uint64)))
-    environments, counts = np.unique(sites, return_counts=True)
+    q = _splitmix64(np.rint(dists / scale * 10**_KEY_DECIMALS).astype(np.uint64))
+    # Colour refinement (Weisfeiler-Lehman) with distances: a site's colour starts as
+    # its element; each round mixes in the multiset of (neighbour colour, rounded
+    # distance), summed as 64-bit hashes (order-free, no Python loop over sites).
+    # Each round widens the view by one cutoff and sees more than the per-site
+    # distance spectrum (which e.g. many cation orderings of one lattice share).
+    colors = _splitmix64(z.astype(np.uint64))
+    for _ in range(_KEY_ROUNDS):
+        aggregate = np.zeros(n, dtype=np.uint64)
+        np.add.at(aggregate, centers, _splitmix64(colors[neighbors] ^ q))
+        colors = _splitmix64(colors * np.uint64(0x9E3779B97F4A7C15) + aggregate)
+    environments, counts = np.unique(colors, return_counts=True)
     # Dividing by the gcd makes a k-fold supercell give the same multiset.
     counts //= np.gcd.reduce(counts)
     digest = hashlib.blake2b(environments.tobytes(), digest_size=16)
     digest.update(counts.astype(np.int64).tobytes())
+    # Two MnFe orderings of one 16-site MnFeO2 cell (Pmma, P4_122; in the tests)
+    # share every site's neighbour distances to 8 Å and bond angles to 4.2 Å, and so
+    # the colours above; only the Pmma cell has a pure translation.
+    digest.update(str(n // _translation_count(structure, z, 1e-4)).encode())
     return digest.digest()
 
 
