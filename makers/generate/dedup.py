@@ -36,8 +36,8 @@ The risk of stage 2: StructureMatcher (stol 0.3) matches distortions far beyond 
 0.1 Å that spglib tolerates, so a distorted copy of a crystal lands in a lower-
 symmetry bucket and is kept as new (a *missed* duplicate: extra work downstream,
 never a lost candidate).  Measured (``benchmarks/generation.py``), the share of
-matched pairs split: 0 % for copies with every atom displaced by 0.01 Å, 43 % by
-0.05 Å, 95 % by 0.1 Å; 5 % for cells strained by up to 1 %, 47 % by up to 3 %; 97 %
+matched pairs split: 0 % for copies with every atom displaced by 0.01 Å, 45 % by
+0.05 Å, 96 % by 0.1 Å; 5 % for cells strained by up to 1 %, 47 % by up to 3 %; 97 %
 of the StructureMatcher matches between same-formula MP structures.
 Generated candidates carry their parents' exact symmetry, so within a batch the
 symmetry bucket is the default (``level``); comparisons with ``known`` (relaxed,
