@@ -60,10 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=20, help="relaxations per measurement")
     args = p.parse_args(argv)
 
-    from jobflow import Flow
-    from jobflow.managers.fireworks import flow_to_workflow
-
-    from flywheel.config import campaign_from_dict
     from flywheel.db.server import LocalServer
     from flywheel.db.stores import CampaignDB, make_launchpad
     from flywheel.launchers.fwfiles import write_fw_files
@@ -71,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     from flywheel.makers.relax import run
     from flywheel.makers.relax.jobs import RelaxMaker
     from flywheel.workflows.round import set_category
+    from jobflow import Flow
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from flywheel.config import campaign_from_dict
 
     cells = structures(args.n)
     oracle = {"fmax": 0.1, "steps": 60, "chunk_size": 1, "max_frames": 4}

@@ -64,7 +64,8 @@ def find_materials(
     db: Database, limit: int = 0, with_structure: bool = False, **filters: Any
 ) -> list[dict[str, Any]]:
     """Materials matching ``filters`` (see :func:`material_filter`), by chemsys and
-    energy above hull."""
+    energy above hull.
+    """
     fields = dict(MATERIAL_FIELDS)
     if with_structure:
         fields["structure"] = 1

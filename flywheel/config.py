@@ -373,7 +373,8 @@ def _type_name(ann: Any) -> str:
 
 def reference_markdown() -> str:
     """The configuration reference (docs/configuration.md embeds this text; a test
-    keeps the two identical)."""
+    keeps the two identical).
+    """
     lines: list[str] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:

@@ -1,5 +1,6 @@
 """The ``flywheel`` command line: ``init``, ``run``, ``submit``, ``export``, ``status``,
-``query`` and ``db``. Each command calls the same functions a Python user would."""
+``query`` and ``db``. Each command calls the same functions a Python user would.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ commands:
 
 def _load(path: str):
     """Load a campaign and read its seed files, so that an unreadable seed file is
-    one clear error before anything is submitted."""
-    from flywheel.config import ConfigError, load_campaign
+    one clear error before anything is submitted.
+    """
     from flywheel.makers.seeds.core import load_seed_file
+
+    from flywheel.config import ConfigError, load_campaign
 
     config = load_campaign(path)
     for seed_file in config.seeds.files:
@@ -148,9 +151,8 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--uri", help="override database.uri")
     args = p.parse_args(argv)
     config = _override_uri(_load(args.campaign), args.uri)
-    from jobflow.managers.fireworks import flow_to_workflow
-
     from flywheel.workflows.campaign import CampaignMaker
+    from jobflow.managers.fireworks import flow_to_workflow
 
     wf = flow_to_workflow(CampaignMaker().make(config))
     if args.output == "-":
@@ -223,10 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in commands:
         print(f"flywheel: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    from flywheel.config import ConfigError
+    from flywheel.db.errors import DatabaseUnreachableError, ServerError
     from pymongo.errors import PyMongoError
 
-    from flywheel.db.errors import DatabaseUnreachableError, ServerError
+    from flywheel.config import ConfigError
 
     try:
         return commands[argv[0]](argv[1:])

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from flywheel.db.stores import jobstore_spec, split_uri, with_database
 
 EXAMPLE_CAMPAIGN = """\
@@ -104,7 +103,8 @@ def qadapter_dict(
 
 def fw_config_dict() -> dict[str, Any]:
     """FireWorks settings: rockets ping often enough for lost runs to be found in
-    minutes rather than FireWorks' default of hours."""
+    minutes rather than FireWorks' default of hours.
+    """
     from flywheel.launchers.recover import PING_TIME_SECS
 
     return {"PING_TIME_SECS": PING_TIME_SECS}
@@ -130,7 +130,8 @@ def write_fw_files(
     walltime: str = "02:00:00",
 ) -> dict[str, Path]:
     """Write launchpad, FireWorks config, both fworkers, both SLURM qadapters and the
-    jobflow config into ``directory``."""
+    jobflow config into ``directory``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "qlogs").mkdir(exist_ok=True)
     files = {

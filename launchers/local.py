@@ -1,6 +1,7 @@
 """Run a campaign on this machine through the same FireWorks + MongoDB path a cluster
 uses: submit the workflow to the LaunchPad, then run one stock ``rlaunch rapidfire``
-worker per category (``cpu`` and ``gpu``) until the workflow is finished."""
+worker per category (``cpu`` and ``gpu``) until the workflow is finished.
+"""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def ensure_database(uri: str, data_dir: Path, *, start_local: bool = True) -> bo
 
 def init_launchpad(lp: LaunchPad) -> None:
     """Initialise an empty LaunchPad (FireWorks needs its id counters); never resets
-    a LaunchPad that already holds workflows."""
+    a LaunchPad that already holds workflows.
+    """
     if lp.fw_id_assigner.count_documents({}) == 0 and lp.workflows.count_documents(
         {}
     ) == 0:
@@ -87,11 +89,10 @@ def submit(config: CampaignConfig) -> int:
     Returns the workflow's first firework id. Refuses a campaign name that is already on
     the LaunchPad (``flywheel run`` resumes it instead), so nothing is submitted twice.
     """
-    from jobflow.managers.fireworks import flow_to_workflow
-
     from flywheel.db.stores import make_launchpad
     from flywheel.makers.common import campaign_db
     from flywheel.workflows.campaign import CampaignMaker
+    from jobflow.managers.fireworks import flow_to_workflow
 
     check_reachable(config.database.uri)
     lp = make_launchpad(config.database.uri)
@@ -209,11 +210,11 @@ def run_local(
 
     Returns the final workflow summary.
     """
-    from pymongo.errors import PyMongoError
-
     from flywheel.db.stores import make_launchpad
     from flywheel.launchers.fwfiles import write_fw_files
     from flywheel.launchers.recover import recover
+    from pymongo.errors import PyMongoError
+
     from flywheel.settings import get_settings
 
     directory = directory.resolve()

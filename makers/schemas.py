@@ -1,5 +1,6 @@
 """Outputs of the stage jobs: small documents that name what was written to the
-campaign collections (never the structures themselves)."""
+campaign collections (never the structures themselves).
+"""
 
 from __future__ import annotations
 

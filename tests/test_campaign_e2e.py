@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from flywheel.launchers.cli import main as cli
 
 TINY = {

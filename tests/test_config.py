@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from flywheel.config import CampaignConfig, ConfigError, campaign_from_dict, load_campaign
+from flywheel.config import (
+    CampaignConfig,
+    ConfigError,
+    campaign_from_dict,
+    load_campaign,
+)
 
 BASE = {"name": "t", "chemistry": {"elements": ["Li", "O"]}}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import yaml
-
 from flywheel.launchers.cli import main as cli
 
 
@@ -12,7 +11,7 @@ def test_init_writes_cluster_files(tmp_path):
     assert cli(["init", str(tmp_path), "--uri", uri, "--cpu-partition", "normal",
                 "--gpu-partition", "a100", "--gpus", "2", "--walltime", "04:00:00",
                 "--venv", "/opt/venvs/fw"]) == 0
-    load = lambda name: yaml.safe_load((tmp_path / name).read_text())  # noqa: E731
+    load = lambda name: yaml.safe_load((tmp_path / name).read_text())
     lp = load("my_launchpad.yaml")
     assert lp["host"] == uri and lp["name"] == "camp" and lp["uri_mode"] is True
     assert load("my_fworker_cpu.yaml")["category"] == "cpu"

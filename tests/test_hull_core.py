@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 
 import pytest
-from pymatgen.core import Composition
-from pymatgen.entries.computed_entries import ComputedEntry
-
 from flywheel.makers.hull.core import HullIndex, touched_systems, update_hull
 from flywheel.makers.hull.metrics import round_metrics
+from pymatgen.core import Composition
+from pymatgen.entries.computed_entries import ComputedEntry
 
 
 def _e(formula: str, e_per_atom: float, eid: str) -> ComputedEntry:

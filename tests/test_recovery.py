@@ -132,7 +132,7 @@ def test_database_restart_mid_campaign(tmp_path):
         try:
             result["summary"] = run_local(config, tmp_path / "camp", progress=False,
                                           timeout=600)
-        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as err:
             result["error"] = err
 
     thread = threading.Thread(target=run)

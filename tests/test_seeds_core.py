@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from monty.serialization import dumpfn
-from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import DummySpecies, Element, Lattice, Structure
-from pymatgen.entries.computed_entries import ComputedStructureEntry
-from pymatgen.io.cif import CifWriter
-from pymatgen.io.vasp import Poscar
-
 from flywheel.makers.seeds.core import (
     Seed,
     builtin_seeds,
@@ -17,6 +10,12 @@ from flywheel.makers.seeds.core import (
     elemental_reference,
     load_seed_file,
 )
+from monty.serialization import dumpfn
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import DummySpecies, Element, Lattice, Structure
+from pymatgen.entries.computed_entries import ComputedStructureEntry
+from pymatgen.io.cif import CifWriter
+from pymatgen.io.vasp import Poscar
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from flywheel.db.stores import (
     CampaignDB,
     make_jobstore,

@@ -11,10 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jobflow import Flow, Maker, Response, job
-
 from flywheel.makers.common import CPU, campaign_db
 from flywheel.workflows.round import RoundMaker, set_category
+from jobflow import Flow, Maker, Response, job
 
 if TYPE_CHECKING:
     from flywheel.config import CampaignConfig
@@ -60,11 +59,11 @@ def round_flow(
 def calibration(materials: list[dict], threshold: float) -> dict | None:
     """How well the filter's intervals and stable calls matched the oracle this round
     (energy per atom: predicted mean ± ensemble spread vs oracle; stable calls:
-    predicted vs oracle energy above hull)."""
+    predicted vs oracle energy above hull).
+    """
     import math
 
     import numpy as np
-
     from flywheel.makers.filter.calibration import (
         calibration_report,
         classification_metrics,

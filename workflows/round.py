@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from jobflow import Flow, Maker
-
 from flywheel.makers.common import CPU, GPU
 from flywheel.makers.filter.jobs import FilterMaker
 from flywheel.makers.generate.jobs import GenerateMaker
@@ -20,6 +18,7 @@ from flywheel.makers.hull.jobs import HullMaker
 from flywheel.makers.relax.jobs import RelaxMaker
 from flywheel.makers.seeds.jobs import SeedMaker
 from flywheel.makers.train.jobs import TrainMaker
+from jobflow import Flow, Maker
 
 if TYPE_CHECKING:
     from jobflow import Job

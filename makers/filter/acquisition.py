@@ -71,7 +71,8 @@ def select(
     max_per_formula: int,
 ) -> list[str]:
     """Pick up to ``budget`` ids by ascending acquisition, at most ``max_per_formula``
-    polymorphs of one reduced formula (diversity); ties broken by id."""
+    polymorphs of one reduced formula (diversity); ties broken by id.
+    """
     order = sorted(range(len(ids)), key=lambda i: (float(acquisition[i]), ids[i]))
     taken: dict[str, int] = {}
     chosen = []

@@ -75,7 +75,7 @@ def load_models(
     list of torch.nn.Module
         Models in eval mode with gradients disabled on the parameters.
     """
-    import mace  # noqa: F401 - registers the classes torch.load unpickles
+    import mace
     import torch
 
     models = []

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flywheel.makers.common import campaign_db, limit_threads
 from jobflow import Maker, job
 
-from flywheel.makers.common import campaign_db, limit_threads
-
 if TYPE_CHECKING:
-    from flywheel.config import CampaignConfig
     from flywheel.db.stores import CampaignDB
     from flywheel.makers.schemas import FilterOutput
+
+    from flywheel.config import CampaignConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def fetch_models(db: CampaignDB, round_index: int, workdir: Path) -> list[Path]:
 
 def current_hull(db: CampaignDB):
     """A HullEngine over the campaign's oracle results (``hull_energy(composition)``
-    is None where an elemental reference is missing)."""
+    is None where an elemental reference is missing).
+    """
     from flywheel.makers.hull.engine import HullEngine
 
     return HullEngine(
@@ -54,7 +55,8 @@ def current_hull(db: CampaignDB):
 
 def generator_quotas(db: CampaignDB, pool_generators: list[str], budget: int) -> dict:
     """This round's budget per generator, proportional to each generator's measured
-    hit rate (stable ÷ evaluated) in earlier rounds, Beta-smoothed."""
+    hit rate (stable ÷ evaluated) in earlier rounds, Beta-smoothed.
+    """
     from collections import Counter
 
     from flywheel.makers.filter.calibration import generator_budget_split
@@ -92,12 +94,12 @@ class FilterMaker(Maker):
     ) -> FilterOutput:
         """Predict, score against the current hull and select."""
         import numpy as np
-        from pymatgen.core import Structure
-
         from flywheel.makers.filter.acquisition import score, select
         from flywheel.makers.filter.core import load_models, predict_energies
         from flywheel.makers.filter.tta import predict_with_tta
         from flywheel.makers.schemas import FilterOutput
+        from pymatgen.core import Structure
+
         from flywheel.settings import get_settings
 
         limit_threads()

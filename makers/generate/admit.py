@@ -32,7 +32,8 @@ def _reason_key(reason: str) -> str:
 def known_structures(db: CampaignDB, formulas: set[str], before_round: int) -> list:
     """Structures already in the database for ``formulas``: every oracle result and
     every candidate of earlier rounds (this round's own are excluded so a rerun of the
-    generating job sees the same database as the first run)."""
+    generating job sees the same database as the first run).
+    """
     from pymatgen.core import Structure
 
     out = []
@@ -69,10 +70,9 @@ def admit_candidates(
     """
     import random
 
-    from pymongo import UpdateOne
-
     from flywheel.makers.generate.dedup import fast_dedup
     from flywheel.makers.seeds.core import check_structure
+    from pymongo import UpdateOne
 
     reasons: Counter[str] = Counter()
     sane = []

@@ -182,7 +182,7 @@ def _with_oxidation_states(structure: Structure) -> tuple[Structure, bool]:
         decorated = plain.copy()
         try:
             decorated = attempt(decorated) or decorated
-        except Exception as exc:  # noqa: BLE001 - best effort, BVAnalyzer raises many
+        except Exception as exc:
             logger.debug("oxidation-state assignment failed: %s", exc)
             continue
         if set(decorated.composition) <= ionic_species:
@@ -205,11 +205,10 @@ def _rescale(child: Structure, parent: Structure, element_level: bool) -> Struct
     Element level: ratio of summed elemental solid volumes (Vegard-like); Slater
     atomic radii would e.g. shrink bcc Fe -> Li to 13 Å^3/atom instead of ~22.
     """
+    from flywheel.makers.seeds.core import atomic_volume
     from pymatgen.analysis.structure_prediction.volume_predictor import (
         RLSVolumePredictor,
     )
-
-    from flywheel.makers.seeds.core import atomic_volume
 
     scaled = child.copy()
     if element_level:

@@ -8,24 +8,24 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flywheel.makers.common import campaign_db
 from jobflow import Maker, job
 
-from flywheel.makers.common import campaign_db
-
 if TYPE_CHECKING:
-    from pymatgen.core import Structure
-
-    from flywheel.config import CampaignConfig
     from flywheel.db.stores import CampaignDB
     from flywheel.makers.generate.core import Candidate
     from flywheel.makers.schemas import GenerateOutput
+    from pymatgen.core import Structure
+
+    from flywheel.config import CampaignConfig
 
 logger = logging.getLogger(__name__)
 
 
 def known_formula_counts(db: CampaignDB, before_round: int) -> Counter[str]:
     """Structures per reduced formula from rounds before ``before_round`` (results and
-    candidates); earlier rounds only, so a rerun of the job sees the same counts."""
+    candidates); earlier rounds only, so a rerun of the job sees the same counts.
+    """
     counts: Counter[str] = Counter()
     for coll in (db.materials, db.candidates):
         for row in coll.aggregate([
@@ -40,7 +40,8 @@ def tuned_for_novelty(
     candidates: list[Candidate], known: Counter[str], max_known: int
 ) -> list[Candidate]:
     """Drop outcomes whose formula is already well covered (≥ ``max_known`` structures
-    known), so the budget goes to compositions the campaign has not explored."""
+    known), so the budget goes to compositions the campaign has not explored.
+    """
     return [c for c in candidates if known[c.formula] < max_known]
 
 
@@ -48,7 +49,8 @@ def rss_compositions(
     config: CampaignConfig, known: Counter[str], round_index: int
 ) -> list[str]:
     """Compositions for random search: admissible (relaxed oxidation-state rule) and
-    not yet in the database, a seeded random choice per round."""
+    not yet in the database, a seeded random choice per round.
+    """
     from flywheel.makers.generate.compositions import enumerate_compositions
 
     rs = config.generate.random_search
@@ -132,9 +134,8 @@ class GenerateMaker(Maker):
         ``previous`` is the output of the job this one must follow (it orders the
         graph; its value is not used).
         """
-        from pymatgen.core import Structure
-
         from flywheel.makers.generate.admit import admit_candidates
+        from pymatgen.core import Structure
 
         db = campaign_db(config)
         parents = [

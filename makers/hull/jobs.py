@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flywheel.makers.common import campaign_db
 from jobflow import Maker, job
 
-from flywheel.makers.common import campaign_db
-
 if TYPE_CHECKING:
-    from flywheel.config import CampaignConfig
     from flywheel.makers.schemas import HullOutput
+
+    from flywheel.config import CampaignConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,10 @@ class HullMaker(Maker):
         ``relaxed`` are the oracle chunks' outputs (they order the graph; the set of
         changed systems is read from the database so a missing chunk loses nothing).
         """
-        from pymongo import UpdateOne
-
-        from flywheel.makers.hull.engine import HullEngine
         from flywheel.makers.hull.core import touched_systems
+        from flywheel.makers.hull.engine import HullEngine
         from flywheel.makers.schemas import HullOutput
+        from pymongo import UpdateOne
 
         db = campaign_db(config)
         docs = list(db.materials.find(

@@ -8,16 +8,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jobflow import Maker, job
-
 from flywheel.makers.common import campaign_db, limit_threads, structure_fields
 from flywheel.makers.relax import run
+from jobflow import Maker, job
 
 if TYPE_CHECKING:
-    from flywheel.config import CampaignConfig
     from flywheel.db.stores import CampaignDB
     from flywheel.makers.relax.run import OracleResult
     from flywheel.makers.schemas import RelaxOutput
+
+    from flywheel.config import CampaignConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def store_result(
     db: CampaignDB, cand: dict, result: OracleResult, round_index: int, oracle: str
 ) -> None:
     """Write frames first, then the material; a crash in between leaves no material,
-    so the rerun relaxes again and replaces the orphaned frames."""
+    so the rerun relaxes again and replaces the orphaned frames.
+    """
     cid = cand["candidate_id"]
     old = [f["_id"] for f in db.find_files("frames", candidate_id=cid)]
     db.delete_files("frames", old)
@@ -111,9 +112,8 @@ class RelaxMaker(Maker):
         Candidates that already have an oracle result are skipped, so rerunning a
         chunk after a lost worker never runs the oracle twice for one candidate.
         """
-        from pymatgen.core import Structure
-
         from flywheel.makers.schemas import RelaxOutput
+        from pymatgen.core import Structure
 
         limit_threads()
         start = time.perf_counter()

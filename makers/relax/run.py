@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,7 +82,8 @@ def _frames_from_trajectory(traj: Any, max_frames: int) -> list[Atoms]:
 def _forcefield_maker(force_field: str, relax_cell: bool, steps: int, fmax: float):
     """One atomate2 maker per setting and process: the maker caches its calculator, so
     a worker running many oracle jobs loads the model once (measured in
-    benchmarks/orchestration.py)."""
+    benchmarks/orchestration.py).
+    """
     from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
     return ForceFieldRelaxMaker(
@@ -99,7 +100,8 @@ def _relax_forcefield(
     on_result: Callable[[int, OracleResult], None] | None = None,
 ) -> list[OracleResult]:
     """Relax with atomate2's ForceFieldRelaxMaker, in this process, one structure at a
-    time so that one failure does not lose the others."""
+    time so that one failure does not lose the others.
+    """
     maker = _forcefield_maker(force_field, config.relax_cell, config.steps, config.fmax)
     results: list[OracleResult] = []
 
@@ -114,7 +116,7 @@ def _relax_forcefield(
             # make.original runs the job's function body without creating a job: the
             # relaxation belongs to the enclosing flywheel job.
             doc = maker.make.original(maker, structure)
-        except Exception as err:  # noqa: BLE001 - any oracle failure is recorded
+        except Exception as err:
             logger.warning("oracle failed for %s: %s", structure.formula, err)
             done(OracleResult(None, error=f"{type(err).__name__}: {err}"[:500],
                               seconds=time.perf_counter() - start))

@@ -236,7 +236,7 @@ def load_seed_file(path: Path | str) -> list[Structure]:
                 structures = [Poscar.from_file(path, check_for_potcar=False).structure]
             else:
                 structures = [Structure.from_file(path)]
-    except Exception as exc:  # noqa: BLE001 - any parser failure is one error type
+    except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         raise ValueError(f"could not read seed file {path}: {reason}") from exc
     if not structures:

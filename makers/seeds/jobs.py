@@ -6,20 +6,21 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from flywheel.makers.common import campaign_db
 from jobflow import Maker, job
 
-from flywheel.makers.common import campaign_db
-
 if TYPE_CHECKING:
-    from flywheel.config import CampaignConfig
     from flywheel.makers.schemas import GenerateOutput
+
+    from flywheel.config import CampaignConfig
 
 logger = logging.getLogger(__name__)
 
 
 def seed_candidates(config: CampaignConfig) -> list:
     """Seeds in priority order: elemental references, the user's seed files, then
-    built-in binary prototypes (see :func:`SeedMaker.make` for the cap)."""
+    built-in binary prototypes (see :func:`SeedMaker.make` for the cap).
+    """
     from flywheel.makers.generate.core import Candidate
     from flywheel.makers.seeds.core import builtin_seeds, load_seed_file
 

@@ -108,7 +108,7 @@ class MaceTrainSettings:
     """
 
     num_channels: int = 16
-    max_L: int = 0  # noqa: N815 - MACE's own name
+    max_L: int = 0
     max_ell: int = 3
     correlation: int = 3
     r_max: float = 5.0
@@ -221,7 +221,7 @@ def _scan_xyz(path: Path) -> tuple[int, set[int]]:
 # --------------------------------------------------------------------------- #
 def _model_elements(model_path: Path) -> set[int]:
     """Atomic numbers a saved MACE model was built for."""
-    import mace  # noqa: F401 - registers the classes torch.load unpickles
+    import mace
     import torch
 
     model = torch.load(str(model_path), map_location="cpu", weights_only=False)

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flywheel.makers.common import campaign_db, limit_threads
 from jobflow import Maker, job
 
-from flywheel.makers.common import campaign_db, limit_threads
-
 if TYPE_CHECKING:
-    from flywheel.config import CampaignConfig, MaceModelConfig
     from flywheel.db.stores import CampaignDB
     from flywheel.makers.schemas import TrainOutput
+
+    from flywheel.config import CampaignConfig, MaceModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class TrainMaker(Maker):
         from flywheel.makers.filter.jobs import fetch_models
         from flywheel.makers.schemas import TrainOutput
         from flywheel.makers.train.core import train_ensemble
+
         from flywheel.settings import get_settings
 
         limit_threads()
