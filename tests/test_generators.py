@@ -28,28 +28,18 @@ from flywheel.makers.generate.saps import (
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
-
-# Built by hand: Structure.from_spacegroup costs ~1 s per call here.
-def _fcc(a: float) -> Lattice:
-    return Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]])
-
-
-def _rocksalt(a: float = 5.64, species: tuple[str, str] = ("Na", "Cl")) -> Structure:
-    return Structure(_fcc(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def _rocksalt_conventional(a: float = 5.64) -> Structure:
-    fcc = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
-    shifted = [[(x + 0.5) % 1, y, z] for x, y, z in fcc]
-    return Structure(Lattice.cubic(a), ["Na"] * 4 + ["Cl"] * 4, fcc + shifted)
-
-
-def _cscl(a: float = 3.4) -> Structure:
-    return Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def _zincblende(a: float = 6.0) -> Structure:
-    return Structure(_fcc(a), ["Na", "Cl"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+from tests.structures import (
+    cscl as _cscl,
+)
+from tests.structures import (
+    rocksalt as _rocksalt,
+)
+from tests.structures import (
+    rocksalt_conventional as _rocksalt_conventional,
+)
+from tests.structures import (
+    zincblende as _zincblende,
+)
 
 
 def _perovskite(a: float = 3.905) -> Structure:
