@@ -46,9 +46,6 @@ def limit_threads() -> None:
 
     n = get_settings().NUM_THREADS
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(n)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    torch.set_num_threads(n)
