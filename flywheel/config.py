@@ -140,6 +140,18 @@ class RandomSearchConfig(_Section):
     budget: int = Field(
         40, ge=0, description="Maximum unique candidates per round from this search."
     )
+    rank_by_composition_model: bool = Field(
+        True,
+        description="Search the compositions a composition model, trained on the "
+        "campaign's oracle results, predicts lowest relative to the current hull "
+        "(else, or with too little data, a seeded random choice).",
+    )
+    min_training_materials: int = Field(
+        20,
+        ge=2,
+        description="Oracle results with elemental references needed to train the "
+        "composition model; fewer: seeded random compositions.",
+    )
 
 
 class GenerateConfig(_Section):
@@ -203,16 +215,76 @@ class FilterConfig(_Section):
         description="Split the budget across generators in proportion to each one's "
         "Beta-smoothed hit rate in earlier rounds (each keeps at least 5 %).",
     )
+    prerelax: Literal["none", "chgnet", "mace"] = Field(
+        "none",
+        description="Relax candidates with an MLIP before scoring (docs/filter.md): "
+        "'chgnet' (pretrained weights of the chgnet wheel) or 'mace' (the first "
+        "member of the current ensemble). The relaxed structure is scored and is "
+        "what the oracle gets; each candidate is pre-relaxed once.",
+    )
+    prerelax_steps: int = Field(
+        50, ge=1, description="Most FIRE steps (positions and cell) per pre-relaxation."
+    )
+    prerelax_fmax: float = Field(
+        0.1, gt=0, description="Force criterion that ends a pre-relaxation (eV/Å)."
+    )
     model: MaceModelConfig = Field(default_factory=MaceModelConfig)
+
+
+_ATOMATE2_HANDLERS = [
+    "VaspErrorHandler", "MeshSymmetryErrorHandler", "UnconvergedErrorHandler",
+    "NonConvergingErrorHandler", "PotimErrorHandler", "PositiveEnergyErrorHandler",
+    "FrozenJobErrorHandler", "StdErrHandler", "LargeSigmaHandler",
+    "IncorrectSmearingHandler", "KspacingMetalHandler",
+]
+
+
+class VaspConfig(_Section):
+    """VASP through atomate2's MP makers and custodian (``oracle.backend: vasp``)."""
+
+    vasp_cmd: str = Field(
+        "vasp_std",
+        description="Command custodian runs for VASP, e.g. 'srun vasp_std' on SLURM "
+        "(environment variables are expanded).",
+    )
+    gamma_vasp_cmd: str | None = Field(
+        None, description="Command for Gamma-only k-point runs (vasp_gam), if any."
+    )
+    potcar_dir: Path | None = Field(
+        None,
+        description="POTCAR library root (pymatgen's PMG_VASP_PSP_DIR layout, e.g. "
+        "POT_GGA_PAW_PBE_54/). None: use pymatgen's own setting (~/.config/.pmgrc.yaml "
+        "or the PMG_VASP_PSP_DIR environment variable).",
+    )
+    potcar_spec: bool = Field(
+        False,
+        description="Write POTCAR.spec (symbols only) instead of POTCAR, as atomate2's "
+        "own tests do; only for stand-in executables, never for real VASP.",
+    )
+    handlers: list[str] = Field(
+        default_factory=lambda: list(_ATOMATE2_HANDLERS),
+        description="Custodian error handlers (class names in custodian.vasp.handlers); "
+        "the default is atomate2's DEFAULT_HANDLERS.",
+    )
+    max_errors: int = Field(
+        5, ge=0, description="Errors custodian may correct before the job fails."
+    )
+    run_dir: Path = Field(
+        Path("vasp_runs"),
+        description="Where each candidate's calculation directories go (relative to "
+        "the worker's launch directory).",
+    )
 
 
 class OracleConfig(_Section):
     """The oracle that relaxes selected candidates."""
 
-    backend: Literal["chgnet"] = Field(
+    backend: Literal["chgnet", "vasp"] = Field(
         "chgnet",
         description="'chgnet': atomate2's ForceFieldRelaxMaker with the CHGNet weights "
-        "shipped in the chgnet wheel (runs anywhere, no download).",
+        "shipped in the chgnet wheel (runs anywhere, no download). 'vasp': atomate2's "
+        "MPGGADoubleRelaxStaticMaker (MP GGA/GGA+U double relax + static) under "
+        "custodian, MP2020 corrections applied once (see oracle.vasp).",
     )
     fmax: float = Field(0.05, gt=0, description="Force convergence (eV/Å).")
     steps: int = Field(300, ge=1, description="Maximum ionic steps per relaxation.")
@@ -226,6 +298,7 @@ class OracleConfig(_Section):
         description="Trajectory frames kept per relaxation for training "
         "(evenly spaced; first and last always kept).",
     )
+    vasp: VaspConfig = Field(default_factory=VaspConfig)
 
 
 class HullConfig(_Section):

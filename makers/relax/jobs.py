@@ -65,8 +65,13 @@ def store_result(
         "elements": sorted(el.symbol for el in s.composition.elements),
         # jsanitize: relaxed structures carry numpy site properties (magmoms).
         "structure": jsanitize(s.as_dict()),
+        # The hull energy: for VASP the MP2020-corrected energy (corrections applied
+        # once, in the oracle); the raw DFT energy and adjustments are kept beside it.
         "energy": result.energy,
         "energy_per_atom": result.energy / len(s),
+        "uncorrected_energy": result.details.get("uncorrected_energy", result.energy),
+        "correction": result.details.get("correction", 0.0),
+        "oracle_details": jsanitize(result.details),
         "converged": result.converged,
         "n_steps": result.n_steps,
         "n_frames": len(result.frames),

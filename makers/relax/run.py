@@ -44,6 +44,9 @@ class OracleResult:
     """Why the relaxation failed, if it did."""
     seconds: float = 0.0
     """Wall time of this relaxation."""
+    details: dict = field(default_factory=dict)
+    """Oracle-specific provenance (for VASP: the calculation directory, calc types,
+    uncorrected energy, the MP2020 adjustments, custodian's corrections)."""
 
     @property
     def ok(self) -> bool:
@@ -154,4 +157,8 @@ def run_oracle(
     """
     if config.backend == "chgnet":
         return _relax_forcefield(structures, config, "CHGNet", on_result)
+    if config.backend == "vasp":
+        from flywheel.makers.relax.vasp import relax_vasp
+
+        return relax_vasp(structures, config, on_result)
     raise ValueError(f"unknown oracle backend {config.backend!r}")
