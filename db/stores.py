@@ -42,6 +42,10 @@ INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dic
         [("campaign", 1), ("chemsys", 1)],
     ],
     "rounds": [([("campaign", 1), ("round", 1)], {"unique": True})],
+    "references": [
+        ([("campaign", 1), ("entry_id", 1)], {"unique": True}),
+        [("campaign", 1), ("chemsys", 1)],
+    ],
 }
 
 
@@ -148,6 +152,12 @@ class CampaignDB:
     @property
     def rounds(self):
         return self.db["rounds"]
+
+    @property
+    def references(self):
+        """Known entries (MP, GNoME, the user's) that shape the hull but are not
+        campaign results; see ``hull.references``."""
+        return self.db["references"]
 
     def ensure_indexes(self) -> None:
         """Create the indexes (idempotent)."""

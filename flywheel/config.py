@@ -65,8 +65,9 @@ class SeedsConfig(_Section):
     )
     files: list[Path] = Field(
         default_factory=list,
-        description="Extra seed files: CIF, POSCAR, extxyz or ComputedStructureEntry "
-        "JSON. Relative paths are relative to the campaign file.",
+        description="Extra seeds: files (CIF, POSCAR, extxyz, Structure or "
+        "ComputedStructureEntry JSON) or folders of them, or a GNoME data folder "
+        "(docs/seeds.md). Relative paths are relative to the campaign file.",
     )
     max_seeds: int = Field(
         24,
@@ -310,6 +311,27 @@ class HullConfig(_Section):
         description="Energy above hull (eV/atom) at or below which an entry counts as "
         "on the hull (GNoME uses 5e-5).",
     )
+    references: list[Path] = Field(
+        default_factory=list,
+        description="Known entries that shape the hull without being relaxed: MP "
+        "ComputedStructureEntry JSON files, folders of them, or a GNoME data folder "
+        "(summary CSV + CIFs). Loaded once, in round 0, into the 'references' "
+        "collection. Their energies must be on the oracle's scale (MP2020-corrected "
+        "GGA/GGA+U: the vasp oracle, and approximately CHGNet).",
+    )
+    compatibility: Literal["MP2020", "none"] = Field(
+        "MP2020",
+        description="Corrections applied to reference entries as they are loaded "
+        "(MP2020: pymatgen's MaterialsProject2020Compatibility, any existing "
+        "adjustments replaced; 'none': energies as stored). GNoME energies are "
+        "already corrected and are never corrected again.",
+    )
+    mp_api: bool = Field(
+        False,
+        description="Also load the Materials Project entries of the campaign's "
+        "chemical system through the MP API (needs the mp-api package and the "
+        "MP_API_KEY environment variable; never read from this file).",
+    )
 
 
 class RoundsConfig(_Section):
@@ -368,6 +390,10 @@ class CampaignConfig(_Section):
         """Seed files with relative paths taken relative to ``base``."""
         return [p if p.is_absolute() else (base / p) for p in self.seeds.files]
 
+    def resolved_reference_files(self, base: Path) -> list[Path]:
+        """Reference paths with relative paths taken relative to ``base``."""
+        return [p if p.is_absolute() else (base / p) for p in self.hull.references]
+
 
 def _suggest(loc: tuple[Any, ...]) -> str:
     """Suggest the closest valid field name for a mistyped key."""
@@ -424,11 +450,14 @@ def load_campaign(path: str | Path) -> CampaignConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     config = campaign_from_dict(data, source=str(path))
-    files = config.resolved_seed_files(path.resolve().parent)
-    missing = [str(p) for p in files if not p.is_file()]
-    if missing:
-        raise ConfigError(f"{path}: field 'seeds.files': file not found: {missing[0]}")
-    config.seeds.files = files
+    base = path.resolve().parent
+    for dotted, files in (("seeds.files", config.resolved_seed_files(base)),
+                          ("hull.references", config.resolved_reference_files(base))):
+        missing = [str(p) for p in files if not p.exists()]
+        if missing:
+            raise ConfigError(f"{path}: field '{dotted}': not found: {missing[0]}")
+    config.seeds.files = config.resolved_seed_files(base)
+    config.hull.references = config.resolved_reference_files(base)
     return config
 
 

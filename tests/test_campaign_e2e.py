@@ -132,7 +132,7 @@ def test_export_is_accepted_by_stock_lpad_add(tmp_path, db_uri):
     [
         ({"filter": {"ensmble_size": 3}}, "unknown field 'filter.ensmble_size'"),
         ({"chemistry": {"elements": ["Li", "Qq"]}}, "unknown element symbol(s): Qq"),
-        ({"seeds": {"files": ["missing.cif"]}}, "file not found"),
+        ({"seeds": {"files": ["missing.cif"]}}, "field 'seeds.files': not found"),
         ({"database": {"uri": "mongodb://127.0.0.1:9/x"}}, "mongodb://127.0.0.1:9/x"),
     ],
 )

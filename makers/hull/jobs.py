@@ -23,6 +23,18 @@ def _same(old: object, new: object) -> bool:
     return old == new
 
 
+def reference_entries(db) -> list[tuple[str, str, float]]:
+    """The campaign's reference entries (``hull.references``) as hull-engine entries,
+    ids prefixed ``ref:`` so they never collide with material ids.
+    """
+    return [
+        (f"ref:{d['entry_id']}", d["formula_full"], d["energy_per_atom"])
+        for d in db.references.find(
+            db.q(), {"entry_id": 1, "formula_full": 1, "energy_per_atom": 1}
+        )
+    ]
+
+
 @dataclass
 class HullMaker(Maker):
     """Recompute hull positions after a round's oracle results.
@@ -60,7 +72,8 @@ class HullMaker(Maker):
         # The whole campaign goes into the engine (exact, ~1 s per 10^4 entries; see
         # docs/hull.md); only documents whose hull fields changed are rewritten.
         engine = HullEngine(
-            [(d["material_id"], d["formula"], d["energy_per_atom"]) for d in docs],
+            [(d["material_id"], d["formula"], d["energy_per_atom"]) for d in docs]
+            + reference_entries(db),
             tolerance=config.hull.on_hull_tolerance,
         )
         changed = {d["chemsys"] for d in docs if d["round"] == round_index}
