@@ -42,6 +42,10 @@ INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dic
         [("campaign", 1), ("chemsys", 1)],
     ],
     "rounds": [([("campaign", 1), ("round", 1)], {"unique": True})],
+    "fidelity": [
+        ([("campaign", 1), ("material_id", 1), ("fidelity", 1)], {"unique": True}),
+    ],
+    "rechecks": [([("campaign", 1), ("fidelity", 1)], {"unique": True})],
     "references": [
         ([("campaign", 1), ("entry_id", 1)], {"unique": True}),
         [("campaign", 1), ("chemsys", 1)],
@@ -152,6 +156,16 @@ class CampaignDB:
     @property
     def rounds(self):
         return self.db["rounds"]
+
+    @property
+    def fidelity(self):
+        """Higher-fidelity (r²SCAN) results, one per material and fidelity."""
+        return self.db["fidelity"]
+
+    @property
+    def rechecks(self):
+        """One summary document per fidelity re-check."""
+        return self.db["rechecks"]
 
     @property
     def references(self):

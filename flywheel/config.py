@@ -334,6 +334,19 @@ class HullConfig(_Section):
     )
 
 
+class RecheckConfig(_Section):
+    """The r²SCAN re-check of discoveries (``flywheel recheck``; docs/recheck.md)."""
+
+    max_materials: int = Field(
+        50, ge=1,
+        description="Discoveries re-checked at most (most negative decomposition "
+        "energy first); their competing phases are recomputed too.",
+    )
+    chunk_size: int = Field(
+        1, ge=1, description="High-fidelity relaxations per FireWorks job."
+    )
+
+
 class RoundsConfig(_Section):
     """When the campaign stops."""
 
@@ -383,6 +396,7 @@ class CampaignConfig(_Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     hull: HullConfig = Field(default_factory=HullConfig)
+    recheck: RecheckConfig = Field(default_factory=RecheckConfig)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
 

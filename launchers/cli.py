@@ -20,6 +20,7 @@ commands:
   export   write the campaign workflow for stock `lpad add`
   status   rounds and fireworks per round, category and state (incl. lost)
   recover  rerun lost fireworks (killed workers) and, with --fizzled, fizzled ones
+  recheck  re-check discoveries at r2SCAN fidelity (VASP r2SCAN or CHGNet-r2SCAN)
   query    materials from the campaign database
   db       start | stop | status the local database server
 """
@@ -35,6 +36,14 @@ def _load(path: str):
 
     config = load_campaign(path)
     for seed_file in config.seeds.files:
+        if seed_file.is_dir():  # a folder or GNoME layout: some structure must load
+            from flywheel.makers.seeds.sources import load_structures
+
+            report = load_structures(seed_file)
+            if not report:
+                raise ConfigError(f"{path}: field 'seeds.files': no structure could be "
+                                  f"read from {seed_file}: {report.summary()}")
+            continue
         try:
             load_seed_file(seed_file)
         except (ValueError, OSError) as err:
@@ -128,6 +137,46 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def recheck_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel recheck``: re-check the campaign's discoveries at r²SCAN fidelity."""
+    p = argparse.ArgumentParser(prog="flywheel recheck", description=recheck_main.__doc__)
+    p.add_argument("campaign", help="campaign YAML")
+    p.add_argument("--dir", help="campaign directory (default: campaigns/<name>)")
+    p.add_argument("--uri", help="override database.uri")
+    p.add_argument("--submit-only", action="store_true",
+                   help="add the re-check workflow to the LaunchPad and return "
+                   "(cluster use: qlaunch runs it)")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    config = _override_uri(_load(args.campaign), args.uri)
+    from flywheel.db.stores import get_database
+    from flywheel.launchers.local import run_local, submit_recheck
+
+    if args.submit_only:
+        fw_id = submit_recheck(config)
+        print(f"r2SCAN re-check of {config.name} submitted (firework {fw_id})")
+        return 0
+    directory = Path(args.dir or Path("campaigns") / config.name).resolve()
+    run_local(config, directory, progress=not args.no_progress, timeout=args.timeout,
+              workflow="recheck")
+    doc = get_database(config.database.uri).rechecks.find_one(
+        {"campaign": config.name, "fidelity": "r2scan"})
+    if doc is None or not doc.get("n_selected"):
+        print("no discoveries to re-check")
+        return 0
+    rate = doc["survival_rate"]
+    print(f"r2SCAN re-check ({doc['oracle']}): {doc['n_survived']} of "
+          f"{doc['n_checked']} checked discoveries stay on the hull"
+          + (f" ({100 * rate:.0f} %)" if rate is not None else "")
+          + f"; {doc['n_selected'] - doc['n_checked']} could not be judged")
+    for n, row in doc["by_nelements"].items():
+        print(f"  {n} elements: {row['survived']}/{row['checked']}")
+    print(f"per material: flywheel query {args.campaign} --stable "
+          "(field r2scan), or db.materials.find({'r2scan.survives': false})")
+    return 0
+
+
 def submit_main(argv: Sequence[str] | None = None) -> int:
     """``flywheel submit``: add the campaign to the LaunchPad of its database."""
     p = argparse.ArgumentParser(prog="flywheel submit", description=submit_main.__doc__)
@@ -208,6 +257,7 @@ def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
         "status": results_cli.status_main,
         "query": results_cli.query_main,
         "recover": recover_main,
+        "recheck": recheck_main,
         "db": db_cli.main,
     }
 

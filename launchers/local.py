@@ -110,6 +110,37 @@ def submit(config: CampaignConfig) -> int:
     return min(mapping.values())
 
 
+def find_recheck_fw(lp: LaunchPad, name: str) -> int | None:
+    """The select firework of campaign ``name``'s newest unfinished r²SCAN re-check."""
+    doc = lp.fireworks.find_one(
+        {"spec.flywheel.campaign": name, "spec.flywheel.stage": "recheck select"},
+        {"fw_id": 1}, sort=[("fw_id", -1)])
+    if doc is None:
+        return None
+    wf = lp.workflows.find_one({"nodes": doc["fw_id"]}, {"state": 1})
+    return None if wf is None or wf["state"] == "COMPLETED" else int(doc["fw_id"])
+
+
+def submit_recheck(config: CampaignConfig) -> int:
+    """Add an r²SCAN re-check workflow of campaign ``config`` to its LaunchPad.
+
+    Materials already recomputed at r²SCAN (``fidelity`` collection) are not run again,
+    so a re-check after more rounds only computes what is new.
+    """
+    from flywheel.db.stores import make_launchpad
+    from flywheel.makers.recheck.jobs import recheck_flow
+    from jobflow import Flow
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    check_reachable(config.database.uri)
+    lp = make_launchpad(config.database.uri)
+    init_launchpad(lp)
+    wf = flow_to_workflow(Flow([recheck_flow(config)],
+                               name=f"{config.name} r2SCAN re-check"))
+    mapping = lp.add_wf(wf)
+    return min(mapping.values())
+
+
 def workflow_summary(lp: LaunchPad, fw_id: int) -> dict[str, Any]:
     """States of the workflow containing ``fw_id``: state, counts and running names."""
     wf = lp.workflows.find_one({"nodes": fw_id}, {"nodes": 1, "state": 1})
@@ -198,6 +229,7 @@ def run_local(
     db_wait: float = 120.0,
     max_restarts: int = 10,
     rerun_fizzled: bool = False,
+    workflow: str = "campaign",
 ) -> dict[str, Any]:
     """Run campaign ``config`` with local cpu and gpu workers until it ends.
 
@@ -207,6 +239,7 @@ def run_local(
     fireworks were rerun. A fizzled firework does not stop the campaign while other work
     can proceed (failed oracle chunks are recorded and the round goes on); the run ends
     with ``RuntimeError`` only when fizzled fireworks block everything left.
+    ``workflow="recheck"`` runs (submitting if needed) the campaign's r²SCAN re-check.
 
     Returns the final workflow summary.
     """
@@ -223,7 +256,12 @@ def run_local(
     write_fw_files(directory, config.database.uri)
     lp = make_launchpad(config.database.uri)
     workers = LocalWorkers(directory, sleep=get_settings().WORKER_SLEEP)
-    fw_id = find_campaign_fw(lp, config.name)
+    if workflow == "recheck":
+        fw_id = find_recheck_fw(lp, config.name)
+        if fw_id is None:
+            fw_id = submit_recheck(config)
+    else:
+        fw_id = find_campaign_fw(lp, config.name)
     if fw_id is None:
         fw_id = submit(config)
     else:

@@ -82,30 +82,40 @@ def _frames_from_trajectory(traj: Any, max_frames: int) -> list[Atoms]:
 
 
 @lru_cache(maxsize=4)
-def _forcefield_maker(force_field: str, relax_cell: bool, steps: int, fmax: float):
+def _forcefield_maker(force_field: str, relax_cell: bool, steps: int, fmax: float,
+                      model_name: str | None = None):
     """One atomate2 maker per setting and process: the maker caches its calculator, so
     a worker running many oracle jobs loads the model once (measured in
-    benchmarks/orchestration.py).
+    benchmarks/orchestration.py). ``model_name`` picks other CHGNet weights shipped in
+    the wheel (``"r2scan"`` for the fidelity re-check).
     """
     from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
+    calculator_kwargs = {}
+    if model_name is not None:
+        from chgnet.model import CHGNet
+
+        calculator_kwargs["model"] = CHGNet.load(model_name=model_name, verbose=False)
     return ForceFieldRelaxMaker(
         force_field_name=force_field,
         relax_cell=relax_cell,
         steps=steps,
         relax_kwargs={"fmax": fmax},
         store_trajectory="partial",
+        calculator_kwargs=calculator_kwargs,
     )
 
 
 def _relax_forcefield(
     structures: list[Structure], config: OracleConfig, force_field: str,
     on_result: Callable[[int, OracleResult], None] | None = None,
+    model_name: str | None = None,
 ) -> list[OracleResult]:
     """Relax with atomate2's ForceFieldRelaxMaker, in this process, one structure at a
     time so that one failure does not lose the others.
     """
-    maker = _forcefield_maker(force_field, config.relax_cell, config.steps, config.fmax)
+    maker = _forcefield_maker(force_field, config.relax_cell, config.steps, config.fmax,
+                              model_name)
     results: list[OracleResult] = []
 
     def done(result: OracleResult) -> None:
@@ -162,3 +172,24 @@ def run_oracle(
 
         return relax_vasp(structures, config, on_result)
     raise ValueError(f"unknown oracle backend {config.backend!r}")
+
+
+def run_recheck_oracle(
+    structures: list[Structure],
+    config: OracleConfig,
+    on_result: Callable[[int, OracleResult], None] | None = None,
+) -> list[OracleResult]:
+    """The next rung of the fidelity ladder, r²SCAN, for the configured backend.
+
+    ``vasp``: atomate2's ``MPMetaGGADoubleRelaxStaticMaker`` (PBEsol pre-relax, r²SCAN
+    relax and static; no MP2020 correction). ``chgnet``: the r²SCAN-trained CHGNet
+    weights shipped in the chgnet wheel, through the same atomate2 force-field maker.
+    """
+    if config.backend == "chgnet":
+        return _relax_forcefield(structures, config, "CHGNet", on_result,
+                                 model_name="r2scan")
+    if config.backend == "vasp":
+        from flywheel.makers.relax.vasp import relax_vasp
+
+        return relax_vasp(structures, config, on_result, fidelity="r2scan")
+    raise ValueError(f"no r2SCAN re-check for oracle backend {config.backend!r}")

@@ -1,0 +1,1 @@
+"""r²SCAN re-check of discoveries (the fidelity ladder)."""
