@@ -24,6 +24,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -482,3 +483,158 @@ def load_composition_model(path: Path, device: str = "cpu") -> CompositionModel:
     model = CompositionModel(**blob["config"])
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- #
+# Ranking compositions for random structure search
+# --------------------------------------------------------------------------- #
+#: Training of a ranking model: about this many optimiser steps at this learning
+#: rate, half the default width and two layers.  Measured on one CPU thread with MP
+#: formation energies (Bartel et al. 2020) of Li-Na-Mg-Al-Si-P-S-Cl-O-F, half of the
+#: MP compositions of up to 8 atoms and 3 elements held out (546 training): 4 s,
+#: held-out MAE 0.20 eV/atom, held-out stable compositions at a mean percentile of
+#: 0.33 among 4,303 candidates (0.5 is random).  The default architecture with 600
+#: steps at 2e-3: 5 s, 0.22 eV/atom, 0.33; with 4,000 steps: 22 s, 0.13, 0.30.
+RANKING_STEPS = 1000
+RANKING_LR = 5e-3
+RANKING_ARCHITECTURE = {"embed_dim": 32, "hidden": 64, "n_layers": 2}
+
+
+def formation_energy_data(
+    rows: Sequence[tuple[str, float]],
+) -> tuple[list[str], np.ndarray, dict[str, float]]:
+    """Compute formation energies per atom of oracle results (lowest per composition).
+
+    Parameters
+    ----------
+    rows : sequence of (formula, energy per atom)
+        Oracle results (eV/atom, total energies).
+
+    Returns
+    -------
+    (list of str, numpy.ndarray, dict)
+        Reduced formulas, their lowest formation energy per atom (eV/atom,
+        against the lowest energy per atom of each element's results; elements
+        themselves at 0), and those elemental references.  Compositions with an
+        element that has no elemental result are left out.
+    """
+    from pymatgen.core import Composition
+
+    refs: dict[str, float] = {}
+    parsed = []
+    for formula, energy in rows:
+        if energy is None or not np.isfinite(energy):
+            continue
+        comp = Composition(formula).element_composition
+        parsed.append((comp, float(energy)))
+        if len(comp.elements) == 1:
+            el = comp.elements[0].symbol
+            refs[el] = min(refs.get(el, math.inf), float(energy))
+    best: dict[str, float] = {}
+    for comp, energy in parsed:
+        if not all(el.symbol in refs for el in comp.elements):
+            continue
+        form = energy - sum(comp.get_atomic_fraction(el) * refs[el.symbol]
+                            for el in comp.elements)
+        key = comp.reduced_formula
+        best[key] = min(best.get(key, math.inf), form)
+    names = sorted(best)
+    return names, np.array([best[k] for k in names], dtype=float), refs
+
+
+@dataclass
+class CompositionRanking:
+    """Compositions ranked by a composition model (best first)."""
+
+    compositions: list[str]
+    """Candidate compositions, lowest predicted decomposition energy first."""
+    decomposition: np.ndarray
+    """Predicted formation energy minus the hull's at the composition (eV/atom)."""
+    formation: np.ndarray
+    """Predicted formation energy per atom (eV/atom), same order."""
+    n_train: int
+    """Training compositions."""
+    history: dict[str, Any] = field(default_factory=dict)
+    """Training history of the model (:func:`train_composition_model`)."""
+
+    def summary(self, top: int = 5) -> dict[str, Any]:
+        """Return a small JSON-able description (for logs and outputs)."""
+        return {
+            "n_candidates": len(self.compositions),
+            "n_train": self.n_train,
+            "train_seconds": round(float(self.history.get("seconds", 0.0)), 2),
+            "val_mae": float(self.history.get("best_val_mae", float("nan"))),
+            "top": [
+                {"composition": c, "decomposition": round(float(d), 4),
+                 "formation": round(float(f), 4)}
+                for c, d, f in zip(self.compositions[:top], self.decomposition[:top],
+                                   self.formation[:top], strict=True)
+            ],
+        }
+
+
+def rank_compositions(
+    candidates: Sequence[str],
+    train_compositions: Sequence[str],
+    train_formation: np.ndarray,
+    *,
+    seed: int = 0,
+    steps: int = RANKING_STEPS,
+    lr: float = RANKING_LR,
+    device: str = "cpu",
+) -> CompositionRanking:
+    """Rank candidate compositions by predicted decomposition energy.
+
+    A small :class:`CompositionModel` is trained on the formation energies, the
+    candidates' formation energies predicted, and each compared with the convex
+    hull of the training data (elements at 0 eV/atom; a chemical system without
+    data has the elements' hull, 0).  Lower is better: a negative value predicts a
+    composition below the current hull.
+
+    Parameters
+    ----------
+    candidates : sequence of str
+        Compositions to rank.
+    train_compositions, train_formation
+        Training data (:func:`formation_energy_data`), eV/atom.
+    seed : int
+        Seed of the model's training.
+    steps : int
+        About this many optimiser steps (epochs = steps / batches per epoch,
+        10 to 200).
+    lr : float
+        Peak learning rate (cosine decay).
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    CompositionRanking
+    """
+    from flywheel.makers.hull.engine import HullEngine
+
+    n = len(train_compositions)
+    batch_size = 32 if n < 2000 else 64
+    epochs = int(min(200, max(10, steps // max(1, math.ceil(n / batch_size)))))
+    model, history = train_composition_model(
+        list(train_compositions), np.asarray(train_formation, dtype=float),
+        epochs=epochs, seed=seed, val_fraction=0.1 if n >= 50 else 0.0,
+        batch_size=batch_size, lr=lr, device=device, **RANKING_ARCHITECTURE,
+    )
+    candidates = list(candidates)
+    formation = predict_compositions(model, candidates, device=device)
+    hull = HullEngine(
+        ((f"t{i}", c, float(e)) for i, (c, e) in
+         enumerate(zip(train_compositions, train_formation, strict=True))),
+        elements_at_zero=True,
+    )
+    hull_e = np.array([min(hull.hull_energy(c) or 0.0, 0.0) for c in candidates])
+    decomposition = formation - hull_e
+    order = np.lexsort((np.arange(len(candidates)), decomposition))
+    return CompositionRanking(
+        compositions=[candidates[i] for i in order],
+        decomposition=decomposition[order],
+        formation=formation[order],
+        n_train=n,
+        history=history,
+    )

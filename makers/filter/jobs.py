@@ -40,22 +40,27 @@ def fetch_models(db: CampaignDB, round_index: int, workdir: Path) -> list[Path]:
 
 
 def current_hull(db: CampaignDB):
-    """A HullEngine over the campaign's oracle results (``hull_energy(composition)``
-    is None where an elemental reference is missing).
+    """Return a HullEngine over the campaign's oracle results and reference entries.
+
+    ``hull_energy(composition)`` is None where an elemental reference is missing.
     """
     from flywheel.makers.hull.engine import HullEngine
+    from flywheel.makers.hull.jobs import reference_entries
 
     return HullEngine(
-        (d["material_id"], d["formula"], d["energy_per_atom"])
-        for d in db.materials.find(
-            db.q(), {"material_id": 1, "formula": 1, "energy_per_atom": 1}
-        )
+        [(d["material_id"], d["formula"], d["energy_per_atom"])
+         for d in db.materials.find(
+             db.q(), {"material_id": 1, "formula": 1, "energy_per_atom": 1}
+         )]
+        + reference_entries(db)
     )
 
 
 def generator_quotas(db: CampaignDB, pool_generators: list[str], budget: int) -> dict:
-    """This round's budget per generator, proportional to each generator's measured
-    hit rate (stable ÷ evaluated) in earlier rounds, Beta-smoothed.
+    """Split this round's budget across generators.
+
+    Proportional to each generator's measured hit rate (stable ÷ evaluated) in
+    earlier rounds, Beta-smoothed.
     """
     from collections import Counter
 
@@ -74,6 +79,65 @@ def generator_quotas(db: CampaignDB, pool_generators: list[str], budget: int) ->
     quotas = generator_budget_split(hits, budget, available=available)
     logger.info("budget per generator: %s (hits/evaluated %s)", quotas, hits)
     return {g: q for g, q in quotas.items() if q > 0}
+
+
+def prerelax_pool(
+    db: CampaignDB,
+    ids: list[str],
+    structures: list,
+    originals: list[dict],
+    todo: list[bool],
+    fcfg: Any,
+    *,
+    mace_model: Any = None,
+    model_round: int | None = None,
+    device: str = "cpu",
+) -> dict[str, int]:
+    """Pre-relax the pool members flagged in ``todo`` and store the outcome.
+
+    A success replaces ``structures[i]`` (and the candidate's stored ``structure``,
+    which the oracle reads) and keeps the input as ``structure_unrelaxed``; every
+    attempt records ``prerelaxed`` (model, steps, energy change or error), so a
+    candidate rescored in a later round is not relaxed again.
+
+    Returns
+    -------
+    dict
+        Counts: ``prerelaxed`` (attempted), ``failed``, ``skipped`` (done before).
+    """
+    from flywheel.makers.filter.prerelax import prerelax_structures
+    from monty.json import jsanitize
+    from pymongo import UpdateOne
+
+    idx = [i for i, t in enumerate(todo) if t]
+    counts = {"prerelaxed": len(idx), "failed": 0, "skipped": len(todo) - len(idx)}
+    if not idx:
+        return counts
+    results = prerelax_structures(
+        [structures[i] for i in idx], fcfg.prerelax, mace_model=mace_model,
+        steps=fcfg.prerelax_steps, fmax=fcfg.prerelax_fmax,
+        batch_size=fcfg.batch_size, device=device,
+    )
+    ops = []
+    for i, res in zip(idx, results, strict=True):
+        record = res.record(fcfg.prerelax)
+        if fcfg.prerelax == "mace":
+            record["model_round"] = model_round
+        update: dict[str, Any] = {"prerelaxed": record}
+        if res.ok:
+            structures[i] = res.structure
+            update["structure"] = jsanitize(res.structure.as_dict())
+            update["structure_unrelaxed"] = originals[i]
+        else:
+            counts["failed"] += 1
+            logger.info("prerelax of %s failed (original kept): %s", ids[i], res.error)
+        # Only 'generated' candidates: the oracle may already hold a selected one.
+        ops.append(UpdateOne(db.q(candidate_id=ids[i], status="generated"),
+                             {"$set": update}))
+    for k in range(0, len(ops), 500):
+        db.candidates.bulk_write(ops[k : k + 500], ordered=False)
+    logger.info("prerelax (%s): %s", fcfg.prerelax, counts)
+    return counts
 
 
 @dataclass
@@ -109,12 +173,14 @@ class FilterMaker(Maker):
         hull = current_hull(db)
         device = get_settings().resolved_device()
         ids, formulas, structures, hull_e, gens = [], [], [], [], []
+        originals, todo = [], []
         unscorable = 0
         # The pool is every candidate not yet sent to the oracle, from this and earlier
         # rounds: a candidate passed over last round is rescored by the better model.
         for doc in db.candidates.find(
             db.q(status="generated", round={"$lte": round_index}),
-            {"candidate_id": 1, "structure": 1, "formula": 1, "generator": 1},
+            {"candidate_id": 1, "structure": 1, "formula": 1, "generator": 1,
+             "prerelaxed": 1},
         ).sort("candidate_id", 1):
             s = Structure.from_dict(doc["structure"])
             e_hull = hull.hull_energy(s.composition)
@@ -126,11 +192,17 @@ class FilterMaker(Maker):
             formulas.append(doc["formula"])
             structures.append(s)
             hull_e.append(e_hull)
+            originals.append(doc["structure"])
+            todo.append(fcfg.prerelax != "none" and "prerelaxed" not in doc)
         model_round = round_index - 1
         selected: list[str] = []
         if structures:
             with tempfile.TemporaryDirectory() as tmp:
                 models = load_models(fetch_models(db, model_round, Path(tmp)), device)
+                if any(todo):
+                    prerelax_pool(db, ids, structures, originals, todo, fcfg,
+                                  mace_model=models[0], model_round=model_round,
+                                  device=device)
                 if fcfg.tta_scales == [1.0]:
                     energies = predict_energies(
                         models, structures, batch_size=fcfg.batch_size, device=device

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections import Counter
@@ -13,6 +14,7 @@ from jobflow import Maker, job
 
 if TYPE_CHECKING:
     from flywheel.db.stores import CampaignDB
+    from flywheel.makers.filter.composition import CompositionRanking
     from flywheel.makers.generate.core import Candidate
     from flywheel.makers.schemas import GenerateOutput
     from pymatgen.core import Structure
@@ -23,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 
 def known_formula_counts(db: CampaignDB, before_round: int) -> Counter[str]:
-    """Structures per reduced formula from rounds before ``before_round`` (results and
-    candidates); earlier rounds only, so a rerun of the job sees the same counts.
+    """Count structures per reduced formula from rounds before ``before_round``.
+
+    Results and candidates; earlier rounds only, so a rerun of the job sees the
+    same counts.
     """
     counts: Counter[str] = Counter()
     for coll in (db.materials, db.candidates):
@@ -39,17 +43,50 @@ def known_formula_counts(db: CampaignDB, before_round: int) -> Counter[str]:
 def tuned_for_novelty(
     candidates: list[Candidate], known: Counter[str], max_known: int
 ) -> list[Candidate]:
-    """Drop outcomes whose formula is already well covered (≥ ``max_known`` structures
-    known), so the budget goes to compositions the campaign has not explored.
+    """Drop outcomes whose formula is already well covered.
+
+    Formulas with ``max_known`` or more known structures are dropped, so the budget
+    goes to compositions the campaign has not explored.
     """
     return [c for c in candidates if known[c.formula] < max_known]
 
 
 def rss_compositions(
-    config: CampaignConfig, known: Counter[str], round_index: int
+    config: CampaignConfig,
+    known: Counter[str],
+    round_index: int,
+    db: CampaignDB | None = None,
 ) -> list[str]:
-    """Compositions for random search: admissible (relaxed oxidation-state rule) and
-    not yet in the database, a seeded random choice per round.
+    """Compositions for random search this round (:func:`choose_rss_compositions`)."""
+    return choose_rss_compositions(config, known, round_index, db)[0]
+
+
+def choose_rss_compositions(
+    config: CampaignConfig,
+    known: Counter[str],
+    round_index: int,
+    db: CampaignDB | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """Choose this round's random-search compositions and say how.
+
+    Candidates: every composition :func:`enumerate_compositions` admits (relaxed
+    oxidation-state rule, 2 to ``chemistry.max_elements`` elements, at most
+    ``random_search.max_atoms`` atoms per formula unit) not yet in the database.
+    With ``random_search.rank_by_composition_model`` and at least
+    ``min_training_materials`` compositions with oracle formation energies in
+    ``db``, the ``compositions_per_round`` with the lowest predicted
+    decomposition energy
+    (:func:`~flywheel.makers.filter.composition.rank_compositions`); otherwise a
+    seeded random choice.
+
+    Returns
+    -------
+    (list of str, dict)
+        The compositions, and the record of the choice: ``method``
+        (``"composition_model"`` or ``"random"``), ``reason``, ``n_candidates``
+        and, when ranked, ``n_train``, ``train_seconds``, ``val_mae`` and
+        ``chosen``: reduced formula → ``{"rank", "decomposition", "formation"}``
+        (predicted, eV/atom; rank 0 = best of all candidates).
     """
     from flywheel.makers.generate.compositions import enumerate_compositions
 
@@ -64,8 +101,67 @@ def rss_compositions(
         )
         if c.reduced_formula not in known
     ]
+    n = min(rs.compositions_per_round, len(comps))
+    info: dict[str, Any] = {"method": "random", "n_candidates": len(comps)}
+    if not rs.rank_by_composition_model:
+        info["reason"] = "random_search.rank_by_composition_model is off"
+    elif db is None or not comps:
+        info["reason"] = "no database" if db is None else "no candidate compositions"
+    else:
+        ranking, reason = rank_by_composition_model(config, comps, round_index, db)
+        info["reason"] = reason
+        if ranking is not None:
+            from pymatgen.core import Composition
+
+            summary = ranking.summary(top=0)
+            info.update(
+                method="composition_model", n_train=summary["n_train"],
+                train_seconds=summary["train_seconds"], val_mae=summary["val_mae"],
+                chosen={
+                    Composition(c).reduced_formula: {
+                        "rank": k, "decomposition": float(ranking.decomposition[k]),
+                        "formation": float(ranking.formation[k])}
+                    for k, c in enumerate(ranking.compositions[:n])
+                },
+            )
+            return ranking.compositions[:n], info
     rng = random.Random(config.generate.seed * 7919 + round_index)
-    return rng.sample(comps, min(rs.compositions_per_round, len(comps)))
+    return rng.sample(comps, n), info
+
+
+def rank_by_composition_model(
+    config: CampaignConfig, comps: list[str], round_index: int, db: CampaignDB
+) -> tuple[CompositionRanking | None, str]:
+    """Rank ``comps`` with a composition model trained on the oracle results.
+
+    Results from rounds before ``round_index`` only (a rerun ranks alike).  The
+    ranking is None, logged, when fewer than ``min_training_materials``
+    compositions have a formation energy; the string says why or what was done.
+    """
+    from flywheel.makers.filter.composition import (
+        formation_energy_data,
+        rank_compositions,
+    )
+
+    rs = config.generate.random_search
+    rows = [(d["formula"], d.get("energy_per_atom"))
+            for d in db.materials.find(db.q(round={"$lt": round_index}),
+                                       {"formula": 1, "energy_per_atom": 1})]
+    names, targets, refs = formation_energy_data(rows)
+    if len(names) < rs.min_training_materials:
+        reason = (
+            f"{len(names)} compositions with formation energies ({len(rows)} "
+            f"results, references for {sorted(refs)}) < min_training_materials="
+            f"{rs.min_training_materials}: seeded random choice"
+        )
+        logger.info("rss compositions, round %d: %s", round_index, reason)
+        return None, reason
+    ranking = rank_compositions(comps, names, targets,
+                                seed=config.generate.seed + round_index)
+    logger.info("rss compositions, round %d, ranked by composition model: %s",
+                round_index, json.dumps(ranking.summary(
+                    top=max(5, rs.compositions_per_round))))
+    return ranking, f"ranked by a composition model trained on {len(names)}"
 
 
 def run_generators(
@@ -73,8 +169,15 @@ def run_generators(
     round_index: int,
     parents: list[tuple[str, Structure]],
     known: Counter[str],
+    db: CampaignDB | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> list[Candidate]:
-    """Every enabled generator's raw candidates (before checks and deduplication)."""
+    """Every enabled generator's raw candidates (before checks and deduplication).
+
+    ``db`` gives the random search the oracle results its composition model
+    learns from (None: random compositions); ``notes["rss"]`` receives the record
+    of its composition choice (:func:`choose_rss_compositions`).
+    """
     gen = config.generate
     chem = config.chemistry
     out: list[Candidate] = []
@@ -105,7 +208,10 @@ def run_generators(
     if rs.enabled and rs.budget > 0:
         from flywheel.makers.generate.rss import random_structures
 
-        for i, comp in enumerate(rss_compositions(config, known, round_index)):
+        comps, info = choose_rss_compositions(config, known, round_index, db)
+        if notes is not None:
+            notes["rss"] = info
+        for i, comp in enumerate(comps):
             out += random_structures(
                 comp, n=rs.trials, seed=gen.seed + 1000 * round_index + i,
                 max_atoms=min(rs.max_atoms, chem.max_sites),
@@ -145,15 +251,37 @@ class GenerateMaker(Maker):
             ).sort("material_id", 1)
         ]
         known = known_formula_counts(db, round_index)
-        candidates = run_generators(config, round_index, parents, known)
+        notes: dict[str, Any] = {}
+        candidates = run_generators(config, round_index, parents, known, db, notes)
         logger.info("round %d: %d parents → %d raw candidates",
                     round_index, len(parents), len(candidates))
         gen = config.generate
-        return admit_candidates(
+        output = admit_candidates(
             db, round_index, candidates,
             max_sites=config.chemistry.max_sites,
             budget={"substitution": gen.substitution.budget, "saps": gen.saps.budget,
                     "prototype": gen.prototypes.budget,
                     "rss": gen.random_search.budget},
             seed=gen.seed,
+        )
+        if "rss" in notes:
+            record_rss_choice(db, round_index, notes["rss"])
+        return output
+
+
+def record_rss_choice(db: CampaignDB, round_index: int, info: dict[str, Any]) -> None:
+    """Store how the random search chose its compositions on its candidates.
+
+    Every ``rss`` candidate of the round gets ``rss_composition``: the method and
+    reason, the number of candidate (and training) compositions and, when ranked,
+    the composition's rank and predicted decomposition and formation energies.
+    """
+    common = {k: v for k, v in info.items() if k != "chosen"}
+    chosen = info.get("chosen", {})
+    for formula in db.candidates.distinct(
+        "formula", db.q(round=round_index, generator="rss")
+    ):
+        db.candidates.update_many(
+            db.q(round=round_index, generator="rss", formula=formula),
+            {"$set": {"rss_composition": {**common, **chosen.get(formula, {})}}},
         )
