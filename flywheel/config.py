@@ -277,15 +277,66 @@ class VaspConfig(_Section):
     )
 
 
+class Cp2kConfig(_Section):
+    """CP2K through ASE's CP2K calculator (``oracle.backend: cp2k``; docs/cp2k.md)."""
+
+    command: str = Field(
+        "cp2k_shell",
+        description="CP2K shell command (Debian: cp2k_shell; on a cluster e.g. "
+        "'srun cp2k_shell.psmp').",
+    )
+    data_dir: Path = Field(
+        Path("/usr/share/cp2k"),
+        description="Folder holding the basis-set and pseudopotential files.",
+    )
+    basis_set: str = Field("DZVP-MOLOPT-SR-GTH", description="Basis set per element.")
+    basis_file: str = Field("BASIS_MOLOPT", description="Basis-set file in data_dir.")
+    potential_file: str = Field(
+        "GTH_POTENTIALS", description="Pseudopotential file in data_dir."
+    )
+    pseudo_potential: str = Field(
+        "GTH-PBE", description="Pseudopotential family (matched as GTH-PBE-qN)."
+    )
+    xc: str = Field("PBE", description="Exchange-correlation functional.")
+    cutoff: float = Field(400.0, gt=0, description="Plane-wave cutoff (Ry).")
+    rel_cutoff: float = Field(50.0, gt=0, description="Relative cutoff (Ry).")
+    kpoint_spacing: float = Field(
+        0.25, ge=0,
+        description="k-point spacing (1/Å); Γ-centred meshes rounded up to odd; 0: Γ only.",
+    )
+    uks: bool = Field(
+        False, description="Spin-polarised (UKS) calculation; doubles the SCF cost."
+    )
+    magnetization: float = Field(
+        0.6, description="Initial magnetic moment per atom when uks is on."
+    )
+    smearing_kelvin: float | None = Field(
+        500.0, description="Fermi-Dirac smearing temperature (K); None: no smearing."
+    )
+    eps_scf: float = Field(1e-6, gt=0, description="SCF convergence.")
+    max_scf: int = Field(100, ge=1, description="Maximum SCF iterations.")
+    mixing_alpha: float = Field(0.2, gt=0, le=1, description="Broyden mixing weight.")
+    eps_default: float = Field(1e-10, gt=0, description="CP2K EPS_DEFAULT.")
+    omp_threads: int | None = Field(
+        None, ge=1, description="OMP_NUM_THREADS for CP2K (None: inherited)."
+    )
+    scratch_dir: Path | None = Field(
+        None, description="Where per-structure run folders go (None: system temp)."
+    )
+    keep_files: bool = Field(False, description="Keep run folders after success.")
+
+
 class OracleConfig(_Section):
     """The oracle that relaxes selected candidates."""
 
-    backend: Literal["chgnet", "vasp"] = Field(
+    backend: Literal["chgnet", "vasp", "cp2k"] = Field(
         "chgnet",
         description="'chgnet': atomate2's ForceFieldRelaxMaker with the CHGNet weights "
         "shipped in the chgnet wheel (runs anywhere, no download). 'vasp': atomate2's "
         "MPGGADoubleRelaxStaticMaker (MP GGA/GGA+U double relax + static) under "
-        "custodian, MP2020 corrections applied once (see oracle.vasp).",
+        "custodian, MP2020 corrections applied once (see oracle.vasp). 'cp2k': "
+        "CP2K (PBE, GTH pseudopotentials, MOLOPT basis) through ASE with BFGS on "
+        "positions and cell (see oracle.cp2k).",
     )
     fmax: float = Field(0.05, gt=0, description="Force convergence (eV/Å).")
     steps: int = Field(300, ge=1, description="Maximum ionic steps per relaxation.")
@@ -300,6 +351,7 @@ class OracleConfig(_Section):
         "(evenly spaced; first and last always kept).",
     )
     vasp: VaspConfig = Field(default_factory=VaspConfig)
+    cp2k: Cp2kConfig = Field(default_factory=Cp2kConfig)
 
 
 class HullConfig(_Section):

@@ -171,6 +171,10 @@ def run_oracle(
         from flywheel.makers.relax.vasp import relax_vasp
 
         return relax_vasp(structures, config, on_result)
+    if config.backend == "cp2k":
+        from flywheel.makers.relax.cp2k import relax_cp2k
+
+        return relax_cp2k(structures, config, on_result)
     raise ValueError(f"unknown oracle backend {config.backend!r}")
 
 
