@@ -35,6 +35,12 @@ class FilterOutput(BaseModel):
     selected_ids: list[str] = Field(description="Candidates sent to the oracle.")
     model_round: int = Field(description="Round whose ensemble was used.")
     seconds: float = Field(description="Wall time of inference (s).")
+    prerelaxed: int = Field(
+        0, description="Candidates pre-relaxed this round (filter.prerelax)."
+    )
+    prerelax_failed: int = Field(
+        0, description="Pre-relaxations that failed (original structure kept)."
+    )
 
 
 class RelaxOutput(BaseModel):

@@ -244,6 +244,7 @@ def test_filter_prerelaxes_once_and_scores_the_relaxed_structures(
     out = maker.make.original(maker, config, 1)
     assert out.scored == 6
     assert calls == [6]
+    assert (out.prerelaxed, out.prerelax_failed) == (6, 0)
     docs = {d["candidate_id"]: d for d in db.candidates.find(db.q())}
     relaxed = []
     for i, s in enumerate(cells):
@@ -270,6 +271,7 @@ def test_filter_prerelaxes_once_and_scores_the_relaxed_structures(
     out2 = maker.make.original(maker, config, 2)
     assert out2.scored == 4
     assert calls == [6]
+    assert out2.prerelaxed == 0
     for doc in db.candidates.find(db.q(status="generated")):
         before = docs[doc["candidate_id"]]
         assert doc["prerelaxed"] == before["prerelaxed"]

@@ -196,13 +196,15 @@ class FilterMaker(Maker):
             todo.append(fcfg.prerelax != "none" and "prerelaxed" not in doc)
         model_round = round_index - 1
         selected: list[str] = []
+        prerelax_counts: dict[str, int] = {}
         if structures:
             with tempfile.TemporaryDirectory() as tmp:
                 models = load_models(fetch_models(db, model_round, Path(tmp)), device)
                 if any(todo):
-                    prerelax_pool(db, ids, structures, originals, todo, fcfg,
-                                  mace_model=models[0], model_round=model_round,
-                                  device=device)
+                    prerelax_counts = prerelax_pool(
+                        db, ids, structures, originals, todo, fcfg,
+                        mace_model=models[0], model_round=model_round,
+                        device=device)
                 if fcfg.tta_scales == [1.0]:
                     energies = predict_energies(
                         models, structures, batch_size=fcfg.batch_size, device=device
@@ -254,4 +256,6 @@ class FilterMaker(Maker):
             selected_ids=selected,
             model_round=model_round,
             seconds=time.perf_counter() - start,
+            prerelaxed=prerelax_counts.get("prerelaxed", 0),
+            prerelax_failed=prerelax_counts.get("failed", 0),
         )
