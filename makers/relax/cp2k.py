@@ -452,15 +452,10 @@ def relax_cp2k(
     ``settings``: how CP2K runs; default :meth:`Cp2kSettings.from_config` (``config``'s
     ``cp2k`` section, else the production defaults).
     """
-    from flywheel.makers.relax.run import OracleResult
+    from flywheel.makers.relax.run import OracleResult, ResultSink
 
     settings = settings or Cp2kSettings.from_config(config)
-    results: list[OracleResult] = []
-
-    def done(result: OracleResult) -> None:
-        if on_result is not None:
-            on_result(len(results), result)
-        results.append(result)
+    done = ResultSink(on_result)
 
     missing = executable_error(settings.command)
     for structure in structures:
@@ -475,7 +470,7 @@ def relax_cp2k(
             result = OracleResult(None, error=f"{type(err).__name__}: {err}"[:500])
         result.seconds = time.perf_counter() - start
         done(result)
-    return results
+    return done.results
 
 
 def cp2k_available(

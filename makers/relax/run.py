@@ -53,6 +53,21 @@ class OracleResult:
         return self.error is None and self.structure is not None
 
 
+class ResultSink:
+    """Collects a backend's results in order and hands each one to ``on_result`` as
+    soon as it exists (the relax job stores it before the next relaxation starts).
+    """
+
+    def __init__(self, on_result: Callable[[int, OracleResult], None] | None) -> None:
+        self.results: list[OracleResult] = []
+        self._on_result = on_result
+
+    def __call__(self, result: OracleResult) -> None:
+        if self._on_result is not None:
+            self._on_result(len(self.results), result)
+        self.results.append(result)
+
+
 def subsample_indices(n: int, max_frames: int) -> list[int]:
     """Evenly spaced frame indices, always including the first and the last."""
     if n <= max_frames:
@@ -116,12 +131,7 @@ def _relax_forcefield(
     """
     maker = _forcefield_maker(force_field, config.relax_cell, config.steps, config.fmax,
                               model_name)
-    results: list[OracleResult] = []
-
-    def done(result: OracleResult) -> None:
-        if on_result is not None:
-            on_result(len(results), result)
-        results.append(result)
+    done = ResultSink(on_result)
 
     for structure in structures:
         start = time.perf_counter()
@@ -150,7 +160,7 @@ def _relax_forcefield(
                 seconds=time.perf_counter() - start,
             )
         )
-    return results
+    return done.results
 
 
 def run_oracle(

@@ -192,22 +192,17 @@ def relax_vasp(
     """Relax each structure with the atomate2 MP flow (one at a time; a failure is a
     result with ``error`` set, never an exception).
     """
-    from flywheel.makers.relax.run import OracleResult
+    from flywheel.makers.relax.run import OracleResult, ResultSink
 
     root = Path(workdir or config.vasp.run_dir).resolve()
-    results: list[OracleResult] = []
-
-    def done(result: OracleResult) -> None:
-        if on_result is not None:
-            on_result(len(results), result)
-        results.append(result)
+    done = ResultSink(on_result)
 
     for structure in structures:
         start = time.perf_counter()
         tag = (
             f"{time.strftime('%Y%m%d-%H%M%S')}-{structure.composition.reduced_formula}"
         )
-        calc_dir = root / f"{tag}-{len(results)}"
+        calc_dir = root / f"{tag}-{len(done.results)}"
         try:
             tasks = run_mp_flow(structure, config.vasp, calc_dir, fidelity)
             final = tasks[-1]
@@ -261,4 +256,4 @@ def relax_vasp(
                     details={"dir_name": str(calc_dir)},
                 )
             )
-    return results
+    return done.results
