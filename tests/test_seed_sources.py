@@ -10,6 +10,7 @@ import zipfile
 from typing import TYPE_CHECKING
 
 import pytest
+from flywheel.makers.seeds.mp_api import mp_api_entries
 from flywheel.makers.seeds.sources import (
     GNOME_SUMMARY,
     EntryReport,
@@ -17,7 +18,6 @@ from flywheel.makers.seeds.sources import (
     apply_corrections,
     load_entries,
     load_structures,
-    mp_api_entries,
 )
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter

@@ -25,10 +25,10 @@ def store_references(db: CampaignDB, config: CampaignConfig) -> dict[str, int]:
     Runs once, in round 0; entries are upserted by id so a rerun does not duplicate.
     Entries outside the campaign's elements are not stored.
     """
-    from pymongo import UpdateOne
-
     from flywheel.makers.common import structure_fields
-    from flywheel.makers.seeds.sources import load_entries, mp_api_entries
+    from flywheel.makers.seeds.mp_api import mp_api_entries
+    from flywheel.makers.seeds.sources import load_entries
+    from pymongo import UpdateOne
 
     compat = None if config.hull.compatibility == "none" else config.hull.compatibility
     elements = config.chemistry.elements
@@ -71,7 +71,7 @@ def seed_candidates(config: CampaignConfig) -> list:
     built-in binary prototypes (see :func:`SeedMaker.make` for the cap).
     """
     from flywheel.makers.generate.core import Candidate
-    from flywheel.makers.seeds.core import builtin_seeds, load_seed_file
+    from flywheel.makers.seeds.core import builtin_seeds
 
     elements, prototypes, files = [], [], []
     if config.seeds.builtin:
