@@ -256,16 +256,13 @@ def run_local(
     write_fw_files(directory, config.database.uri)
     lp = make_launchpad(config.database.uri)
     workers = LocalWorkers(directory, sleep=get_settings().WORKER_SLEEP)
-    if workflow == "recheck":
-        fw_id = find_recheck_fw(lp, config.name)
-        if fw_id is None:
-            fw_id = submit_recheck(config)
-    else:
-        fw_id = find_campaign_fw(lp, config.name)
+    find, add = ((find_recheck_fw, submit_recheck) if workflow == "recheck"
+                 else (find_campaign_fw, submit))
+    fw_id = find(lp, config.name)
     if fw_id is None:
-        fw_id = submit(config)
+        fw_id = add(config)
     else:
-        logger.warning("resuming campaign %s (firework %d)", config.name, fw_id)
+        logger.warning("resuming %s of %s (firework %d)", workflow, config.name, fw_id)
         for cat in CATEGORIES:  # no local worker is alive now: their runs are lost
             recover(lp, campaign=config.name, expiration_secs=0,
                     fworker=workers.fworker_name(cat), fizzled=rerun_fizzled)

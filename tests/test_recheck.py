@@ -88,23 +88,22 @@ def _zincblende(a):
                      ["Si", "C"], [[0, 0, 0], [0.25, 0.25, 0.25]])
 
 
-def test_recheck_flow_with_chgnet_r2scan(db_uri):
-    """Si, C (diamond) and SiC (zinc blende), relaxed by the CHGNet oracle, hull built;
-    the re-check relaxes all three with CHGNet's r²SCAN weights and judges SiC.
-    """
-    from jobflow import run_locally
+CAMPAIGN = {
+    "chemistry": {"elements": ["Si", "C"], "max_sites": 4},
+    "oracle": {"fmax": 0.05, "steps": 200},
+}
+
+
+def _sic_campaign(db_uri):
+    """Si, C (diamond) and SiC (zinc blende) relaxed by the CHGNet oracle, hull built."""
     from monty.json import jsanitize
 
     from flywheel.makers.common import campaign_db, structure_fields
     from flywheel.makers.hull.jobs import HullMaker
-    from flywheel.makers.recheck.jobs import recheck_flow
     from flywheel.makers.relax import run
 
     config = campaign_from_dict({
-        "name": f"rc{uuid.uuid4().hex[:6]}",
-        "chemistry": {"elements": ["Si", "C"], "max_sites": 4},
-        "oracle": {"fmax": 0.05, "steps": 200},
-        "database": {"uri": db_uri},
+        "name": f"rc{uuid.uuid4().hex[:6]}", **CAMPAIGN, "database": {"uri": db_uri},
     })
     db = campaign_db(config)
     starts = {"si": (_diamond("Si", 5.45), "seed"), "c": (_diamond("C", 3.6), "seed"),
@@ -122,8 +121,17 @@ def test_recheck_flow_with_chgnet_r2scan(db_uri):
     hull.make.original(hull, config, 1)
     sic = db.materials.find_one(db.q(material_id="sic"))
     assert sic["discovery"] is True
-    gga_decomp = sic["decomposition_energy"]
-    assert gga_decomp < -0.1                     # SiC is strongly bound in GGA
+    assert sic["decomposition_energy"] < -0.1     # SiC is strongly bound in GGA
+    return config, db, sic["decomposition_energy"]
+
+
+def test_recheck_flow_with_chgnet_r2scan(db_uri):
+    """The re-check relaxes Si, C and SiC with CHGNet's r²SCAN weights and judges SiC."""
+    from jobflow import run_locally
+
+    from flywheel.makers.recheck.jobs import recheck_flow
+
+    config, db, gga_decomp = _sic_campaign(db_uri)
 
     run_locally(recheck_flow(config), log=False, ensure_success=True)
     hf = {d["material_id"]: d for d in db.fidelity.find(db.q(fidelity="r2scan"))}
@@ -150,3 +158,32 @@ def test_recheck_flow_with_chgnet_r2scan(db_uri):
 
 # Recorded from this test (CHGNet r2SCAN weights; the GGA weights gave -0.334).
 RECORDED_SIC_R2SCAN = -0.382
+
+
+def test_recheck_cli_runs_on_fireworks_workers(db_uri, tmp_path, capsys):
+    """``flywheel recheck`` submits the flow and runs it with the local cpu/gpu
+    FireWorks workers: every firework (the ones added at run time included) must be
+    picked up by a categorised worker and complete exactly once.
+    """
+    import yaml
+
+    from flywheel.db.stores import make_launchpad
+    from flywheel.launchers.cli import main as cli
+
+    config, db, _ = _sic_campaign(db_uri)
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(
+        {"name": config.name, **CAMPAIGN, "database": {"uri": db_uri}}))
+    assert cli(["recheck", str(path), "--dir", str(tmp_path / "run"), "--no-progress",
+                "--timeout", "600"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 checked discoveries stay on the hull (100 %)" in out
+    lp = make_launchpad(db_uri)
+    fws = list(lp.fireworks.find({"spec.flywheel.campaign": config.name},
+                                 {"fw_id": 1, "name": 1, "state": 1}))
+    assert sorted(f["name"] for f in fws) == (
+        ["recheck relax"] * 3 + ["recheck select", "recheck summary"])
+    # The whole workflow (a job jobflow might add without a category included).
+    wf = lp.workflows.find_one({"nodes": fws[0]["fw_id"]}, {"nodes": 1, "state": 1})
+    assert wf["state"] == "COMPLETED"
+    assert len(wf["nodes"]) == len(fws)

@@ -172,8 +172,9 @@ class RecheckMaker(Maker):
                     len(discoveries), len(competitors))
         return Response(
             output={"discoveries": discoveries, "competitors": competitors},
-            replace=Flow([*chunks, summary], output=summary.output,
-                         name=f"{config.name} r2SCAN re-check"),
+            # No flow output: jobflow would add an uncategorised store_inputs job that
+            # no cpu/gpu fworker runs (nothing reads this job's output anyway).
+            replace=Flow([*chunks, summary], name=f"{config.name} r2SCAN re-check"),
         )
 
 
