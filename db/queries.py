@@ -20,6 +20,7 @@ def material_filter(
     campaign: str | None = None,
     stable: bool | None = None,
     discoveries: bool = False,
+    known: bool = False,
     chemsys: str | None = None,
     formula: str | None = None,
     max_ehull: float | None = None,
@@ -29,7 +30,9 @@ def material_filter(
     """The MongoDB filter for the ``materials`` collection.
 
     ``chemsys`` selects the whole phase diagram: every entry whose elements are a subset
-    (``Li-Fe-O`` includes Li, O2 and Li2O), as Materials Project does.
+    (``Li-Fe-O`` includes Li, O2 and Li2O), as Materials Project does. ``discoveries``:
+    new by structure and on the hull (``discovery``); ``known``: results that match a
+    reference structure (``novelty: known``, the reference in ``known_id``).
     """
     q: dict[str, Any] = {}
     if campaign:
@@ -38,6 +41,8 @@ def material_filter(
         q["stable"] = stable
     if discoveries:
         q["discovery"] = True
+    if known:
+        q["novelty"] = "known"
     if chemsys:
         q["chemsys"] = {"$in": subsystems(chemsys)}
     if formula:
@@ -57,6 +62,7 @@ MATERIAL_FIELDS = {
     "_id": 0, "campaign": 1, "material_id": 1, "formula": 1, "chemsys": 1,
     "round": 1, "generator": 1, "energy_per_atom": 1, "e_above_hull": 1,
     "decomposition_energy": 1, "stable": 1, "discovery": 1, "nsites": 1,
+    "novelty": 1, "known_id": 1, "selected_by": 1,
 }
 
 

@@ -12,6 +12,7 @@ import gzip
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dic
         [("campaign", 1), ("stable", 1), ("round", 1)],
         [("campaign", 1), ("formula", 1)],
         [("campaign", 1), ("nelements", 1)],
+        [("campaign", 1), ("novelty", 1), ("discovery", 1)],
     ],
     "candidates": [
         ([("campaign", 1), ("candidate_id", 1)], {"unique": True}),
@@ -49,6 +51,7 @@ INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dic
     "references": [
         ([("campaign", 1), ("entry_id", 1)], {"unique": True}),
         [("campaign", 1), ("chemsys", 1)],
+        [("campaign", 1), ("formula", 1)],
     ],
 }
 
@@ -184,6 +187,11 @@ class CampaignDB:
         """A query restricted to this campaign."""
         return {"campaign": self.campaign, **query}
 
+    def bulk_write(self, collection: str, ops: list[Any], batch: int = 500) -> None:
+        """Unordered ``bulk_write`` of ``ops`` in batches (none: no call)."""
+        for k in range(0, len(ops), batch):
+            self.db[collection].bulk_write(ops[k : k + batch], ordered=False)
+
     # -- GridFS -------------------------------------------------------------------
     def _bucket(self, name: str):
         import gridfs
@@ -205,6 +213,25 @@ class CampaignDB:
     def get_file(self, bucket: str, file_id: Any) -> bytes:
         """Read and decompress one GridFS file."""
         return gzip.decompress(self._bucket(bucket).open_download_stream(file_id).read())
+
+    def fetch_models(self, round_index: int, workdir: Path) -> list[Path]:
+        """Write the ensemble trained at the end of ``round_index`` to ``workdir``
+        (``member<i>.model``, in member order).
+        """
+        files = self.find_files("models", round=round_index)
+        if not files:
+            raise RuntimeError(
+                f"campaign {self.campaign!r}: no models stored for round {round_index}"
+            )
+        latest: dict[int, Any] = {}
+        for f in files:  # a rerun of training may have stored a member twice
+            latest[f["metadata"]["member"]] = f
+        paths = []
+        for member, f in sorted(latest.items()):
+            path = Path(workdir) / f"member{member}.model"
+            path.write_bytes(self.get_file("models", f["_id"]))
+            paths.append(path)
+        return paths
 
     def delete_files(self, bucket: str, file_ids: Iterable[Any]) -> None:
         """Delete GridFS files (used when a rerun replaces a partial upload)."""

@@ -7,10 +7,18 @@ names the field (with a suggestion) instead of a silently ignored setting.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "CampaignConfig",
@@ -37,7 +45,10 @@ class ChemistryConfig(_Section):
         3, ge=1, le=8, description="Maximum number of distinct elements per candidate."
     )
     max_sites: int = Field(
-        24, ge=1, description="Maximum number of sites in a candidate cell."
+        24,
+        ge=1,
+        description="Maximum number of sites in a candidate cell (bounds candidates "
+        "and seeds, never elemental or hull references).",
     )
 
     @field_validator("elements")
@@ -72,8 +83,9 @@ class SeedsConfig(_Section):
     max_seeds: int = Field(
         24,
         ge=1,
-        description="Seeds relaxed in round 0 at most: elemental references first, "
-        "then the seed files, then built-in prototypes.",
+        description="Seeds relaxed in round 0 at most: elemental references first "
+        "(always all of them, whatever their size), then the seed files, then "
+        "built-in prototypes. Recomputed hull references come on top.",
     )
 
 
@@ -172,7 +184,17 @@ class MaceModelConfig(_Section):
     max_L: int = Field(0, ge=0, le=3, description="Maximum equivariant order L.")
     r_max: float = Field(5.0, gt=1, description="Cut-off radius (Å).")
     num_interactions: int = Field(2, ge=1, le=4, description="Message-passing layers.")
-    max_num_epochs: int = Field(30, ge=1, description="Epochs per training.")
+    max_num_epochs: int = Field(
+        30, ge=1, description="Epochs of a training from scratch (or from "
+        "filter.foundation_model)."
+    )
+    warm_start_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Epochs of the rounds that start from the previous round's "
+        "members (None: half of max_num_epochs, at least 5): a warm start begins "
+        "near its minimum.",
+    )
     batch_size: int = Field(8, ge=1, description="Training batch size (structures).")
     lr: float = Field(0.01, gt=0, description="Learning rate.")
 
@@ -210,6 +232,30 @@ class FilterConfig(_Section):
         "member takes its minimum over them (GNoME's volume TTA). [1.0] turns it off "
         "(measured on mp20: min over 0.96-1.04 raised the MAE from 0.189 to 0.219 "
         "eV/atom for already-relaxed inputs).",
+    )
+    audit_fraction: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="Share of the oracle budget given to candidates drawn uniformly "
+        "at random from the scored pool (selected_by: audit), so that every round "
+        "measures the pool's base rate and the filter's enrichment without bias; at "
+        "least one candidate per round once the budget is 4 or more (0 turns it off).",
+    )
+    selection: Literal["acquisition", "random", "random_per_generator"] = Field(
+        "acquisition",
+        description="How the non-audit part of the budget is chosen: 'acquisition' "
+        "(the filter's ranking), or the baselines of benchmarks/"
+        "discovery_efficiency.py: 'random' (uniform over the pool) and "
+        "'random_per_generator' (random order within the filter's per-generator "
+        "quotas and polymorph cap).",
+    )
+    foundation_model: Path | None = Field(
+        None,
+        description="A local MACE model file (e.g. a MACE-MP checkpoint downloaded "
+        "once) every ensemble member is fine-tuned from in round 0; its architecture, "
+        "cut-off and E0s replace filter.model's. flywheel never downloads a model. "
+        "Relative paths are relative to the campaign file.",
     )
     split_by_generator: bool = Field(
         True,
@@ -365,11 +411,30 @@ class HullConfig(_Section):
     )
     references: list[Path] = Field(
         default_factory=list,
-        description="Known entries that shape the hull without being relaxed: MP "
-        "ComputedStructureEntry JSON files, folders of them, or a GNoME data folder "
-        "(summary CSV + CIFs). Loaded once, in round 0, into the 'references' "
-        "collection. Their energies must be on the oracle's scale (MP2020-corrected "
-        "GGA/GGA+U: the vasp oracle, and approximately CHGNet).",
+        description="Known materials (docs/discovery.md): MP ComputedStructureEntry "
+        "JSON files or folders of them, a GNoME data folder (summary CSV + CIFs), or "
+        "CIF/POSCAR folders with an optional energies.csv (docs/seeds.md). Loaded "
+        "once, in round 0, into the 'references' collection with their structures: "
+        "every oracle result is matched against them (a match is 'known', never a "
+        "discovery), the generators skip structures that match one, and their "
+        "energies reach the hull only on the oracle's scale (recompute_references).",
+    )
+    recompute_references: bool | None = Field(
+        None,
+        description="Relax, with the oracle, in round 0, the reference structures "
+        "within recompute_window of their source hull, and build every hull from "
+        "those results instead of the references' own energies (GNoME recomputed "
+        "MP this way). None: on for the chgnet and cp2k oracles, off for vasp (MP "
+        "and GNoME energies are MP2020-corrected GGA/GGA+U, the vasp oracle's scale). "
+        "Off with a chgnet or cp2k oracle is refused: the hull would mix levels of "
+        "theory.",
+    )
+    recompute_window: float = Field(
+        0.1,
+        ge=0,
+        description="Energy above the references' own hull (eV/atom) up to which a "
+        "reference is recomputed; references without an energy are always "
+        "recomputed.",
     )
     compatibility: Literal["MP2020", "none"] = Field(
         "MP2020",
@@ -452,6 +517,34 @@ class CampaignConfig(_Section):
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
 
+    @model_validator(mode="after")
+    def _one_energy_scale(self) -> CampaignConfig:
+        has_refs = bool(self.hull.references) or self.hull.mp_api
+        if has_refs and self.hull.recompute_references is False and (
+            self.oracle.backend != "vasp"
+        ):
+            raise ValueError(
+                f"hull.recompute_references is false, but the {self.oracle.backend} "
+                "oracle does not compute energies on the scale of the reference "
+                "entries (MP2020-corrected GGA/GGA+U): the hull would mix levels of "
+                "theory. Set hull.recompute_references: true (the default for this "
+                "oracle) so that round 0 recomputes the near-hull references, or "
+                "remove hull.references."
+            )
+        return self
+
+    def recomputes_references(self) -> bool:
+        """Whether round 0 recomputes the references with the oracle (resolved)."""
+        flag = self.hull.recompute_references
+        return self.oracle.backend != "vasp" if flag is None else flag
+
+    def audit_count(self) -> int:
+        """Oracle calls per round that go to uniformly random audit picks."""
+        n = int(math.floor(self.filter.audit_fraction * self.filter.budget + 0.5))
+        if self.filter.audit_fraction > 0 and self.filter.budget >= 4:
+            n = max(n, 1)
+        return min(n, self.filter.budget)
+
     def resolved_seed_files(self, base: Path) -> list[Path]:
         """Seed files with relative paths taken relative to ``base``."""
         return [p if p.is_absolute() else (base / p) for p in self.seeds.files]
@@ -484,6 +577,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             lines.append(f"{source}: unknown field '{dotted}'{_suggest(loc)}")
         elif e["type"] == "missing":
             lines.append(f"{source}: missing required field '{dotted}'")
+        elif not loc:  # a rule across fields: its message names them
+            lines.append(f"{source}: {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: field '{dotted}': {msg}")
@@ -524,6 +619,14 @@ def load_campaign(path: str | Path) -> CampaignConfig:
             raise ConfigError(f"{path}: field '{dotted}': not found: {missing[0]}")
     config.seeds.files = config.resolved_seed_files(base)
     config.hull.references = config.resolved_reference_files(base)
+    foundation = config.filter.foundation_model
+    if foundation is not None:
+        foundation = foundation if foundation.is_absolute() else base / foundation
+        if not foundation.is_file():
+            raise ConfigError(
+                f"{path}: field 'filter.foundation_model': not found: {foundation}"
+            )
+        config.filter.foundation_model = foundation
     return config
 
 

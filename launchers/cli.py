@@ -48,6 +48,15 @@ def _load(path: str):
             load_seed_file(seed_file)
         except (ValueError, OSError) as err:
             raise ConfigError(f"{path}: field 'seeds.files': {err}") from None
+    from flywheel.makers.seeds.references import missing_elemental_references
+
+    if missing := missing_elemental_references(config):
+        raise ConfigError(
+            f"{path}: no elemental reference for {', '.join(missing)}: the first "
+            "hull needs one per element of chemistry.elements. Turn on "
+            "seeds.builtin, or add one-element structures to seeds.files or "
+            "entries to hull.references."
+        )
     return config
 
 
@@ -125,9 +134,13 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         if rows:
             print(round_table_text(rows))
         stable = find_materials(db, campaign=config.name, stable=True)
-        print(f"{len(stable)} stable entries, "
-              f"{sum(1 for m in stable if m.get('discovery'))} discovered; "
-              f"list them with: flywheel query {args.campaign} --stable")
+        known = sum(m.get("novelty") == "known" for m in stable)
+        found = sum(bool(m.get("discovery")) for m in stable)
+        print(f"{len(stable)} entries on the hull: {known} known (match a reference), "
+              f"{found} new discoveries, {len(stable) - known - found} other "
+              "(seeds, duplicates, or within the tolerance of the hull)")
+        print(f"list them with: flywheel query {args.campaign} --discoveries "
+              "(new) or --known (rediscoveries, with their ids)")
         if args.stop_server:
             from flywheel.db.server import LocalServer
             from flywheel.launchers.local import uri_port

@@ -29,14 +29,23 @@ def _reason_key(reason: str) -> str:
     return re.sub(r"[-+]?\d[\d.eE+-]*", "#", reason)
 
 
-def known_structures(db: CampaignDB, formulas: set[str], before_round: int) -> list:
-    """Structures already in the database for ``formulas``: every oracle result and
+def known_structures(
+    db: CampaignDB, formulas: set[str], before_round: int, references: bool = True
+) -> list:
+    """Structures already in the database for ``formulas``: every oracle result,
     every candidate of earlier rounds (this round's own are excluded so a rerun of the
-    generating job sees the same database as the first run).
+    generating job sees the same database as the first run) and, with
+    ``references``, every reference structure (known materials are not candidates).
     """
     from pymatgen.core import Structure
 
     out = []
+    if references:
+        for doc in db.references.find(
+            db.q(formula={"$in": sorted(formulas)}, structure={"$ne": None}),
+            {"structure": 1},
+        ):
+            out.append(Structure.from_dict(doc["structure"]))
     for doc in db.materials.find(
         db.q(formula={"$in": sorted(formulas)}), {"structure": 1}
     ):
@@ -58,15 +67,23 @@ def admit_candidates(
     status: str = "generated",
     budget: dict[str, int] | None = None,
     seed: int = 0,
+    against_references: bool = True,
 ) -> GenerateOutput:
     """Check, deduplicate and store ``candidates`` for ``round_index``.
 
     Parameters
     ----------
+    max_sites
+        Largest candidate cell; references (:attr:`Candidate.is_reference`) are
+        exempt.
     budget
         Maximum unique candidates kept per generator; a random (seeded) subset is kept
         when a generator produced more, except for seeds, whose order is a priority
-        (the first ones are kept).
+        (the first ones are kept). References are never cut; elemental seeds count
+        towards the seeds' budget, recomputed references do not.
+    against_references
+        Drop candidates that match a reference structure (round 0 recomputes the
+        references themselves, so it turns this off).
     """
     import random
 
@@ -78,14 +95,14 @@ def admit_candidates(
     sane = []
     for cand in candidates:
         reason = check_structure(cand.structure)
-        if reason is None and len(cand.structure) > max_sites:
+        if reason is None and len(cand.structure) > max_sites and not cand.is_reference:
             reason = f"{len(cand.structure)} sites exceed chemistry.max_sites={max_sites}"
         if reason is None:
             sane.append(cand)
         else:
             reasons[_reason_key(reason)] += 1
     formulas = {c.structure.composition.reduced_formula for c in sane}
-    known = known_structures(db, formulas, round_index)
+    known = known_structures(db, formulas, round_index, against_references)
     unique, n_batch, n_known = fast_dedup(sane, known)
 
     kept: list[Candidate] = []
@@ -95,8 +112,12 @@ def admit_candidates(
     rng = random.Random(seed + round_index)
     for gen, cands in sorted(by_gen.items()):
         limit = (budget or {}).get(gen)
-        if limit is not None and len(cands) > limit and gen == "seed":
-            cands = cands[:limit]
+        if gen == "reference":
+            pass
+        elif limit is not None and gen == "seed":
+            elemental = [c for c in cands if c.is_reference]
+            rest = [c for c in cands if not c.is_reference]
+            cands = elemental + rest[: max(limit - len(elemental), 0)]
         elif limit is not None and len(cands) > limit:
             cands = [cands[i] for i in sorted(rng.sample(range(len(cands)), limit))]
         kept.extend(cands)
@@ -116,6 +137,7 @@ def admit_candidates(
             "source": getattr(cand, "source", None),
             "parent_id": cand.parent_id,
             "substitution": cand.substitution,
+            "reference_id": cand.reference_id,
             "structure": cand.structure.as_dict(),
             "status": status,
             "selected_round": round_index if status == "selected" else None,

@@ -64,6 +64,9 @@ class Candidate(MSONable):
         Free-form provenance, e.g. a seed's ``"prototype:AB_cF8_225_a_b"``.
     probability
         Substitution probability of the model that produced the candidate.
+    reference_id
+        For a recomputed hull reference (generator ``"reference"``): its source id,
+        e.g. ``"mp-19419"``.
     """
 
     structure: Structure
@@ -72,6 +75,15 @@ class Candidate(MSONable):
     substitution: dict[str, str] | None = None
     source: str | None = None
     probability: float | None = None
+    reference_id: str | None = None
+
+    @property
+    def is_reference(self) -> bool:
+        """A one-element seed or a recomputed hull reference: bounded by neither
+        ``chemistry.max_sites`` nor ``seeds.max_seeds`` (the hull needs them)."""
+        return self.generator == "reference" or (
+            self.generator == "seed" and len(self.structure.composition.elements) == 1
+        )
 
     @property
     def formula(self) -> str:

@@ -58,12 +58,12 @@ import numpy as np
 from pymatgen.core import Composition, Structure
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Iterable
+    from collections.abc import Hashable, Iterable, Sequence
 
     from flywheel.makers.generate.core import Candidate
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
-__all__ = ["LEVELS", "fast_dedup", "fingerprint", "isometry_key"]
+__all__ = ["LEVELS", "fast_dedup", "fingerprint", "isometry_key", "match_structures"]
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +251,94 @@ class _Entry:
     reduced: Structure | None = field(default=None, repr=False)
 
 
+def _reduced(entry: _Entry, use_primitive: bool) -> Structure:
+    """The entry reduced once, as StructureMatcher would on every fit (see core.dedup).
+
+    ``attempt_supercell`` covers a spglib primitive cell that is larger than
+    pymatgen's (looser) one would be.
+    """
+    if entry.reduced is None:
+        if use_primitive and entry.primitive is not None:
+            entry.reduced = entry.primitive.get_reduced_structure()
+        else:
+            red = entry.structure.get_reduced_structure(reduction_algo="niggli")
+            entry.reduced = red.get_primitive_structure() if use_primitive else red
+    return entry.reduced
+
+
+def match_structures(
+    queries: Sequence[Structure],
+    known: Sequence[Structure],
+    matcher: StructureMatcher | None = None,
+    *,
+    symprec: float = 0.1,
+    level: str = "formula",
+    use_isometry_key: bool = True,
+    closest: bool = False,
+) -> list[int | None]:
+    """For each query, the index of a structure of ``known`` it matches.
+
+    The comparisons of :func:`fast_dedup` with its ``known`` structures: an equal
+    :func:`isometry_key` decides at once, otherwise ``matcher`` (default
+    :func:`~flywheel.makers.generate.core.default_matcher`) runs against the known
+    structures of the same bucket (``level``; default the reduced formula, because
+    relaxed structures are often distorted copies of one another).
+
+    Parameters
+    ----------
+    queries
+        Ordered structures to look up (e.g. oracle results).
+    known
+        Ordered structures to look them up in (e.g. the reference structures).
+    matcher, symprec, level, use_isometry_key
+        As for :func:`fast_dedup` (``level`` as its ``known_level``).
+    closest
+        Among several matches, return the one with the smallest RMS displacement
+        (``StructureMatcher.get_rms_dist``) instead of the first: what a match is
+        reported as (e.g. which polymorph's id) then does not depend on the order
+        of ``known``.
+
+    Returns
+    -------
+    list
+        Per query, an index into ``known`` or None (no match).
+    """
+    from flywheel.makers.generate.core import default_matcher
+
+    matcher = matcher or default_matcher()
+    use_primitive = getattr(matcher, "_primitive_cell", True)
+    formulas = {_element_formula(q) for q in queries}
+    by_key: dict[bytes, int] = {}
+    buckets: dict[tuple, list[tuple[int, _Entry]]] = defaultdict(list)
+    for i, structure in enumerate(known):
+        if _element_formula(structure) not in formulas:
+            continue
+        if use_isometry_key:
+            by_key.setdefault(isometry_key(structure), i)
+        key, prim = _analyse(structure, symprec, level)
+        buckets[key].append((i, _Entry(structure, prim)))
+    out: list[int | None] = []
+    for query in queries:
+        if use_isometry_key and (hit := by_key.get(isometry_key(query))) is not None:
+            out.append(hit)
+            continue
+        key, prim = _analyse(query, symprec, level)
+        entry = _Entry(query, prim)
+        hits = (i for i, other in buckets.get(key, ())
+                if matcher.fit(_reduced(entry, use_primitive),
+                               _reduced(other, use_primitive),
+                               skip_structure_reduction=True))
+        if not closest:
+            out.append(next(hits, None))
+            continue
+        scored = []
+        for i in hits:
+            rms = matcher.get_rms_dist(query, known[i])
+            scored.append((rms[0] if rms is not None else float("inf"), i))
+        out.append(min(scored)[1] if scored else None)
+    return out
+
+
 # Verdicts cached per isometry key.
 _UNIQUE, _BATCH, _KNOWN = 0, 1, 2
 
@@ -308,20 +396,9 @@ def fast_dedup(
     matcher = matcher or default_matcher()
     use_primitive = getattr(matcher, "_primitive_cell", True)
 
-    def _reduced(entry: _Entry) -> Structure:
-        if entry.reduced is None:
-            # Reduce once, as StructureMatcher would on every fit (see core.dedup);
-            # attempt_supercell covers a spglib primitive cell that is larger than
-            # pymatgen's (looser) one would be.
-            if use_primitive and entry.primitive is not None:
-                entry.reduced = entry.primitive.get_reduced_structure()
-            else:
-                red = entry.structure.get_reduced_structure(reduction_algo="niggli")
-                entry.reduced = red.get_primitive_structure() if use_primitive else red
-        return entry.reduced
-
     def _matches(entry: _Entry, bucket: list[_Entry]) -> bool:
-        return any(matcher.fit(_reduced(entry), _reduced(other),
+        return any(matcher.fit(_reduced(entry, use_primitive),
+                               _reduced(other, use_primitive),
                                skip_structure_reduction=True) for other in bucket)
 
     verdicts: dict[bytes, int] = {}

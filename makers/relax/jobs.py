@@ -61,6 +61,11 @@ def store_result(
         "candidate_id": cid,
         "round": round_index,
         "generator": cand["generator"],
+        "source": cand.get("source"),
+        "parent_id": cand.get("parent_id"),
+        "reference_id": cand.get("reference_id"),
+        # 'filter' or 'audit' (uniform random pick); None for round 0.
+        "selected_by": cand.get("selected_by"),
         "oracle": oracle,
         "elements": sorted(el.symbol for el in s.composition.elements),
         # jsanitize: relaxed structures carry numpy site properties (magmoms).
@@ -81,6 +86,9 @@ def store_result(
         "decomposition_energy": None,
         "stable": None,
         "discovery": False,
+        # Judged by the hull job against the references and earlier results.
+        "novelty": None,
+        "known_id": None,
         **fields,
     }
     # The unique (campaign, material_id) index makes a duplicate oracle result

@@ -18,52 +18,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def store_references(db: CampaignDB, config: CampaignConfig) -> dict[str, int]:
-    """Load ``hull.references`` (and the MP API when ``hull.mp_api``) into the
-    campaign's ``references`` collection; returns counts loaded and rejected.
-
-    Runs once, in round 0; entries are upserted by id so a rerun does not duplicate.
-    Entries outside the campaign's elements are not stored.
+def reference_candidates(db: CampaignDB, config: CampaignConfig) -> list:
+    """The references round 0 recomputes with the oracle, as candidates
+    (generator ``reference``; :func:`~flywheel.makers.seeds.references.
+    recompute_selection`).
     """
-    from flywheel.makers.common import structure_fields
-    from flywheel.makers.seeds.mp_api import mp_api_entries
-    from flywheel.makers.seeds.sources import load_entries
-    from pymongo import UpdateOne
+    from flywheel.makers.generate.core import Candidate
+    from flywheel.makers.seeds.references import recompute_selection
+    from pymatgen.core import Structure
 
-    compat = None if config.hull.compatibility == "none" else config.hull.compatibility
-    elements = config.chemistry.elements
-    reports = [(str(p), load_entries(p, compat, elements=elements,
-                                     require_structure=False))
-               for p in config.hull.references]
-    if config.hull.mp_api:
-        reports.append(("mp_api", mp_api_entries(elements, compatibility=compat)))
-    counts = {"references": 0, "references_rejected": 0}
-    for source, report in reports:
-        if report.rejected:
-            logger.warning("%s: %s", source, report.summary())
-        counts["references_rejected"] += len(report.rejected)
-        ops = []
-        for i, entry in enumerate(report):
-            comp = entry.composition
-            entry_id = str(entry.entry_id or f"{source}[{i}]")
-            doc = {
-                "campaign": db.campaign, "entry_id": entry_id, "source": source,
-                "energy": float(entry.energy),
-                "energy_per_atom": float(entry.energy_per_atom),
-                "correction": float(entry.correction),
-            }
-            if getattr(entry, "structure", None) is not None:
-                doc.update(structure_fields(entry.structure))
-            else:
-                els = sorted(el.symbol for el in comp.elements)
-                doc.update(formula=comp.reduced_formula, chemsys="-".join(els),
-                           elements=els, nelements=len(els), nsites=int(comp.num_atoms))
-            doc["formula_full"] = comp.formula
-            ops.append(UpdateOne(db.q(entry_id=entry_id), {"$set": doc}, upsert=True))
-        for k in range(0, len(ops), 1000):
-            db.references.bulk_write(ops[k : k + 1000], ordered=False)
-        counts["references"] += len(ops)
-    return counts
+    return [
+        Candidate(Structure.from_dict(d["structure"]), generator="reference",
+                  source=f"reference:{d['entry_id']}", reference_id=d["entry_id"])
+        for d in recompute_selection(db, config)
+    ]
 
 
 def seed_candidates(config: CampaignConfig) -> list:
@@ -102,7 +70,8 @@ def seed_candidates(config: CampaignConfig) -> list:
 
 @dataclass
 class SeedMaker(Maker):
-    """Store the seed structures of round 0 as selected candidates.
+    """Store round 0's structures as selected candidates: the recomputed references
+    (``hull.recompute_references``), then the seeds.
 
     Parameters
     ----------
@@ -114,16 +83,36 @@ class SeedMaker(Maker):
 
     @job
     def make(self, config: CampaignConfig) -> GenerateOutput:
-        """Check, deduplicate and store the seeds; all are sent to the oracle."""
+        """Load the references, then check, deduplicate and store the references to
+        recompute and the seeds; all are sent to the oracle.
+
+        Elemental references and recomputed references are bounded by neither
+        ``chemistry.max_sites`` nor ``seeds.max_seeds`` (those bound candidates).
+        """
         from flywheel.makers.generate.admit import admit_candidates
+        from flywheel.makers.seeds.references import (
+            missing_elemental_references,
+            store_references,
+        )
 
         db = campaign_db(config)
+        candidates = []
         if config.hull.references or config.hull.mp_api:
             counts = store_references(db, config)
-            logger.info("hull references: %(references)d stored, "
-                        "%(references_rejected)d rejected", counts)
+            logger.info("hull references: %(references)d stored (%(with_structure)d "
+                        "with structures), %(references_rejected)d rejected", counts)
+            if config.recomputes_references():
+                candidates += reference_candidates(db, config)
+        missing = missing_elemental_references(config)
+        if missing:
+            raise RuntimeError(
+                f"no elemental reference for {', '.join(missing)}: turn on "
+                "seeds.builtin, or add one-element structures to seeds.files or "
+                "hull.references"
+            )
+        candidates += seed_candidates(config)
         return admit_candidates(
-            db, 0, seed_candidates(config),
+            db, 0, candidates,
             max_sites=config.chemistry.max_sites, status="selected",
-            budget={"seed": config.seeds.max_seeds},
+            budget={"seed": config.seeds.max_seeds}, against_references=False,
         )
