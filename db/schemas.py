@@ -29,10 +29,6 @@ class Prediction(BaseModel):
     e_above_hull: float = Field(
         description="Predicted energy above the current hull (eV/atom)."
     )
-    p_stable: float = Field(
-        description="Probability that the energy above hull is at or below the "
-        "stability threshold, from a normal with the ensemble mean and spread."
-    )
     acquisition: float = Field(
         description="Acquisition value used for ranking (eV/atom, lower is better)."
     )
@@ -95,7 +91,25 @@ class MaterialDoc(_Doc):
     )
     stable: bool | None = Field(None, description="On the hull within tolerance.")
     discovery: bool = Field(
-        False, description="Stable and not a seed: a new material of this campaign."
+        False,
+        description="New by structure (novelty 'new'), generated (not a seed or "
+        "reference) and on the hull by more than hull.on_hull_tolerance "
+        "(decomposition_energy < −tolerance).",
+    )
+    novelty: Literal["new", "known", "duplicate", "unjudged"] | None = Field(
+        None,
+        description="Structure match against the references ('known') and earlier "
+        "results ('duplicate'); None until the hull job judged it.",
+    )
+    known_id: str | None = Field(
+        None, description="The matched reference id (e.g. 'mp-19419') or, for a "
+        "duplicate, the earlier material id."
+    )
+    selected_by: Literal["filter", "audit"] | None = Field(
+        None, description="Who sent it to the oracle (None: round 0)."
+    )
+    reference_id: str | None = Field(
+        None, description="For a recomputed reference: its source id."
     )
     prediction: Prediction | None = Field(None, description="Filter's prediction.")
     created_at: datetime = Field(default_factory=_now)
@@ -115,18 +129,65 @@ class RoundDoc(_Doc):
     selected: int = Field(description="Candidates sent to the oracle.")
     evaluated: int = Field(description="Oracle relaxations that finished.")
     failed: int = Field(description="Oracle relaxations that failed.")
-    stable_found: int = Field(description="Evaluated candidates on the hull.")
+    stable_found: int = Field(
+        description="Evaluated candidates on the hull of references + campaign "
+        "(e_above_hull ≤ hull.on_hull_tolerance) when the round closed."
+    )
     hit_rate: float | None = Field(None, description="stable_found ÷ evaluated.")
+    n_new: int = Field(0, description="Discoveries among this round's results.")
+    n_known: int = Field(
+        0, description="This round's stable results that match a reference."
+    )
     filter_mae: float | None = Field(
-        None, description="MAE of predicted vs oracle energy (eV/atom)."
+        None, description="MAE of predicted vs oracle energy (eV/atom), every scored "
+        "result of the round."
+    )
+    selection: str = Field(
+        "acquisition", description="filter.selection of the round ('seeds' in round 0)."
+    )
+    audit: dict[str, Any] | None = Field(
+        None,
+        description="The audit picks (uniform over the scored pool): n, hits, "
+        "hit_rate, mae (eV/atom), coverage_68, coverage_95 (fraction of oracle "
+        "energies within ±1σ/±1.96σ of the ensemble mean).",
+    )
+    picks: dict[str, Any] | None = Field(
+        None, description="The same for the filter's own picks."
+    )
+    base_rate: float | None = Field(
+        None, description="Hit rate of the audit picks: the pool's base rate."
+    )
+    enrichment: dict[str, float | None] | None = Field(
+        None,
+        description="Hit rate of the filter's picks ÷ base rate: value, lo, hi "
+        "(Katz log interval), confidence (0.9).",
+    )
+    enrichment_cumulative: dict[str, float | None] | None = Field(
+        None, description="The same, pooled over rounds 1 to this one."
+    )
+    unscorable: int = Field(
+        0, description="Pool candidates the filter could not score this round."
+    )
+    unscorable_reasons: dict[str, int] = Field(
+        default_factory=dict, description="Count per reason (unscorable)."
+    )
+    unscored: int = Field(
+        0, description="This round's oracle results without a hull position."
+    )
+    unscored_reasons: dict[str, int] = Field(
+        default_factory=dict, description="Count per reason (unscored)."
+    )
+    n_discoveries: int = Field(
+        0, description="Discoveries in the campaign after the round (new by "
+        "structure, on the hull by more than hull.on_hull_tolerance)."
     )
     precision: float | None = Field(None, description="Precision of 'stable' calls.")
     recall: float | None = Field(None, description="Recall of 'stable' calls.")
     calibration: dict[str, float | None] | None = Field(
         None,
-        description="Filter calibration on this round's oracle results: coverage of "
-        "the 68 %/95 % intervals of the ensemble, MAE/RMSE (eV/atom), mean |z|, and "
-        "precision/recall/F1/DAF of stable calls (docs/filter.md).",
+        description="Filter calibration on every scored result of the round: "
+        "coverage of the 68 %/95 % intervals of the ensemble, MAE/RMSE/bias "
+        "(eV/atom), mean |z|, std_scale (docs/filter.md).",
     )
     n_materials: int = Field(description="Oracle results in the campaign so far.")
     n_stable: int = Field(description="Stable entries in the campaign after the round.")

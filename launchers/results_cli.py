@@ -8,31 +8,57 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-ROUND_COLUMNS = [
+def _audit(row: dict[str, Any]) -> str | None:
+    a = row.get("audit") or {}
+    return f"{a['hits']}/{a['n']}" if a.get("n") else None
+
+
+def _enrichment(row: dict[str, Any], key: str = "enrichment") -> str | None:
+    e = row.get(key) or {}
+    if e.get("lo") is None:
+        return None
+    if e.get("value") is not None:
+        value = f"{e['value']:.1f}"
+    else:  # no audit hit: infinite if the filter hit, else 0/0
+        value = "inf" if (row.get("picks") or {}).get("hits") else "n/a"
+    return f"{value} [{e['lo']:.1f}-{e['hi']:.1f}]"
+
+
+def _mae(row: dict[str, Any], key: str) -> float | None:
+    mae = (row.get(key) or {}).get("mae")
+    return None if mae is None else 1000 * mae
+
+
+#: (field or function of the row, heading, format). Enrichment: the hit rate of the
+#: filter's picks over the audit's (base rate), 90 % interval in brackets.
+ROUND_COLUMNS: list[tuple[Any, str, str]] = [
     ("round", "round", "{}"),
     ("generated", "gen", "{}"),
     ("unique", "unique", "{}"),
+    ("unscorable", "unscored", "{}"),
     ("selected", "sel", "{}"),
     ("evaluated", "eval", "{}"),
     ("failed", "fail", "{}"),
     ("stable_found", "stable", "{}"),
     ("hit_rate", "hit rate", "{:.0%}"),
-    ("filter_mae", "MAE meV/at", "{:.0f}"),
-    ("precision", "prec", "{:.2f}"),
-    ("recall", "recall", "{:.2f}"),
+    (_audit, "audit hits", "{}"),
+    ("base_rate", "base rate", "{:.0%}"),
+    (_enrichment, "enrichment [90%]", "{}"),
+    (lambda r: _mae(r, "picks"), "MAE picks meV/at", "{:.0f}"),
+    (lambda r: _mae(r, "audit"), "MAE audit", "{:.0f}"),
+    ("n_known", "known", "{}"),
+    ("n_new", "new", "{}"),
     ("n_stable", "hull", "{}"),
     ("train_seconds", "train s", "{:.0f}"),
 ]
 
 
-def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[Any, str, str]]) -> str:
     """A plain-text table; missing values print as '-'."""
-    def cell(row: dict, key: str, fmt: str) -> str:
-        v = row.get(key)
+    def cell(row: dict, key: Any, fmt: str) -> str:
+        v = key(row) if callable(key) else row.get(key)
         if v is None:
             return "-"
-        if key == "filter_mae":
-            v = v * 1000
         return fmt.format(v)
 
     body = [[cell(r, k, f) for k, _, f in columns] for r in rows]
@@ -139,7 +165,11 @@ def query_main(argv: Sequence[str] | None = None) -> int:
     _common(p)
     p.add_argument("--stable", action="store_true", help="only entries on the hull")
     p.add_argument("--discoveries", action="store_true",
-                   help="only stable entries the campaign found (not seeds)")
+                   help="only discoveries: new by structure (no reference or earlier "
+                   "result matches) and on the hull")
+    p.add_argument("--known", action="store_true",
+                   help="only results that match a known material (a reference), "
+                   "with its id")
     p.add_argument("--chemsys", help="phase diagram, e.g. Li-Fe-O (with subsystems)")
     p.add_argument("--formula", help="reduced formula, e.g. LiFeO2")
     p.add_argument("--max-ehull", type=float, help="energy above hull ≤ (eV/atom)")
@@ -158,7 +188,8 @@ def query_main(argv: Sequence[str] | None = None) -> int:
     rows = find_materials(
         get_database(uri), limit=args.limit, with_structure=args.structures,
         campaign=_campaign(args), stable=True if args.stable else None,
-        discoveries=args.discoveries, chemsys=args.chemsys, formula=args.formula,
+        discoveries=args.discoveries, known=args.known, chemsys=args.chemsys,
+        formula=args.formula,
         max_ehull=args.max_ehull, round_index=args.round, nelements=args.nelements,
     )
     if args.json:
@@ -170,7 +201,8 @@ def query_main(argv: Sequence[str] | None = None) -> int:
             ("energy_per_atom", "E eV/at", "{:.4f}"),
             ("e_above_hull", "E_hull eV/at", "{:.4f}"),
             ("decomposition_energy", "E_decomp eV/at", "{:.4f}"),
-            ("stable", "stable", "{}"), ("discovery", "new", "{}")]
+            ("stable", "stable", "{}"), ("novelty", "novelty", "{}"),
+            ("known_id", "matches", "{}"), ("discovery", "discovery", "{}")]
     if len({r["campaign"] for r in rows}) > 1:
         cols.insert(0, ("campaign", "campaign", "{}"))
     print(format_table(rows, cols))

@@ -31,8 +31,16 @@ class FilterOutput(BaseModel):
 
     round: int = Field(description="Round index.")
     scored: int = Field(description="Candidates scored by the ensemble.")
-    unscorable: int = Field(0, description="Candidates without a hull to score against.")
+    unscorable: int = Field(0, description="Candidates that could not be scored.")
+    unscorable_reasons: dict[str, int] = Field(
+        default_factory=dict, description="Count per reason a candidate was unscorable."
+    )
     selected_ids: list[str] = Field(description="Candidates sent to the oracle.")
+    audit_ids: list[str] = Field(
+        default_factory=list,
+        description="The part of selected_ids drawn uniformly at random from the "
+        "scored pool (filter.audit_fraction).",
+    )
     model_round: int = Field(description="Round whose ensemble was used.")
     seconds: float = Field(description="Wall time of inference (s).")
     prerelaxed: int = Field(
@@ -64,7 +72,20 @@ class HullOutput(BaseModel):
     systems: list[str] = Field(description="Chemical systems whose hull was rebuilt.")
     updated: int = Field(description="Materials whose hull fields were rewritten.")
     n_stable: int = Field(description="Stable materials in the campaign.")
-    new_discoveries: list[str] = Field(description="Material ids newly found stable.")
+    new_discoveries: list[str] = Field(
+        description="Material ids that became discoveries (new and on the hull)."
+    )
+    novelty: dict[str, int] = Field(
+        default_factory=dict,
+        description="Novelty verdicts stored this round: new, known, duplicate.",
+    )
+    unscored: int = Field(
+        0, description="This round's results without a hull (a missing elemental "
+        "reference); they keep stable=None."
+    )
+    unscored_reasons: dict[str, int] = Field(
+        default_factory=dict, description="Count per reason a result has no hull."
+    )
 
 
 class TrainOutput(BaseModel):
@@ -74,4 +95,12 @@ class TrainOutput(BaseModel):
     model_file_ids: list[str] = Field(description="GridFS ids of the model files.")
     n_frames: int = Field(description="Training frames used.")
     seconds: float = Field(description="Training wall time (s).")
-    warm_started: bool = Field(description="Whether members started from last round.")
+    warm_started: bool = Field(
+        description="Whether members started from a model (last round's, or "
+        "filter.foundation_model in round 0)."
+    )
+    start: str = Field(
+        "scratch",
+        description="What the members started from: 'scratch', 'previous round' or "
+        "'foundation'.",
+    )

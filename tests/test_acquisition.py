@@ -3,35 +3,31 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from flywheel.makers.filter.acquisition import score, select
 
 
 def test_score_constructed():
     # two members, three candidates; hull at -1.0 eV/atom everywhere
     e = np.array([[-1.10, -0.90, -1.00], [-1.00, -0.70, -1.00]])
-    s = score(e, np.full(3, -1.0), threshold=0.0, kappa=1.0)
+    s = score(e, np.full(3, -1.0), kappa=1.0)
     np.testing.assert_allclose(s.mean, [-1.05, -0.80, -1.00])
     np.testing.assert_allclose(s.std, [0.05 * np.sqrt(2), 0.1 * np.sqrt(2), 0.0])
     np.testing.assert_allclose(s.e_above_hull, [-0.05, 0.20, 0.0], atol=1e-12)
     np.testing.assert_allclose(s.acquisition, s.e_above_hull - s.std)
-    # z = (0 - (-0.05)) / 0.0707 = 0.707 → Φ = 0.760; z = -0.2/0.1414 = -1.414 → 0.0786
-    np.testing.assert_allclose(s.p_stable[:2], [0.76025, 0.07865], atol=1e-4)
-    # agreeing members: sigma floored at 1 meV, exactly on threshold → 0.5
-    assert s.p_stable[2] == pytest.approx(0.5)
+    assert not hasattr(s, "p_stable")  # removed: nothing used it
 
 
 def test_kappa_trades_mean_for_spread():
     e = np.array([[0.00, 0.05], [0.00, -0.15]])  # cand 1: higher mean, large spread
     hull = np.zeros(2)
-    greedy = score(e, hull, threshold=0.0, kappa=0.0)
-    explore = score(e, hull, threshold=0.0, kappa=2.0)
+    greedy = score(e, hull, kappa=0.0)
+    explore = score(e, hull, kappa=2.0)
     assert select(["a", "b"], ["X", "Y"], greedy.acquisition, budget=1,
                   max_per_formula=1) == ["b"]  # b's mean is -0.05 < 0
     e2 = np.array([[-0.02, 0.05], [-0.02, -0.05]])  # b mean 0.0, spread 0.0707
-    assert select(["a", "b"], ["X", "Y"], score(e2, hull, threshold=0, kappa=0)
+    assert select(["a", "b"], ["X", "Y"], score(e2, hull, kappa=0)
                   .acquisition, budget=1, max_per_formula=1) == ["a"]
-    assert select(["a", "b"], ["X", "Y"], score(e2, hull, threshold=0, kappa=2)
+    assert select(["a", "b"], ["X", "Y"], score(e2, hull, kappa=2)
                   .acquisition, budget=1, max_per_formula=1) == ["b"]
     assert explore.acquisition[1] < greedy.acquisition[1]
 

@@ -8,6 +8,7 @@ the next round, so the workflow grows on the LaunchPad while it runs.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,21 +57,14 @@ def round_flow(
     return Flow([body, close], output=close.output, name=f"{config.name} r{round_index}")
 
 
-def calibration(materials: list[dict], threshold: float) -> dict | None:
-    """How well the filter's intervals and stable calls matched the oracle this round
-    (energy per atom: predicted mean ± ensemble spread vs oracle; stable calls:
-    predicted vs oracle energy above hull).
+def calibration(materials: list[dict]) -> dict | None:
+    """How well the ensemble's spread matched its errors on the round's results
+    (energy per atom: predicted mean ± spread vs oracle; see ``calibration_report``).
     """
-    import math
-
     import numpy as np
-    from flywheel.makers.filter.calibration import (
-        calibration_report,
-        classification_metrics,
-    )
+    from flywheel.makers.filter.calibration import calibration_report
 
-    scored = [m for m in materials if m.get("prediction") and
-              m.get("e_above_hull") is not None]
+    scored = [m for m in materials if m.get("prediction")]
     if not scored:
         return None
     report = calibration_report(
@@ -78,12 +72,10 @@ def calibration(materials: list[dict], threshold: float) -> dict | None:
         np.array([m["prediction"]["energy_std"] for m in scored]),
         np.array([m["energy_per_atom"] for m in scored]),
     )
-    report.update({f"stable_{k}": v for k, v in classification_metrics(
-        np.array([m["prediction"]["e_above_hull"] for m in scored]),
-        np.array([m["e_above_hull"] for m in scored]), threshold=threshold,
-    ).items()})
-    return {k: (None if isinstance(v, float) and math.isnan(v) else float(v))
-            for k, v in report.items()}
+    keep = ("n", "mae", "rmse", "bias", "mean_std", "mean_abs_z", "std_scale",
+            "coverage_68", "coverage_95")
+    return {k: (None if isinstance(report[k], float) and math.isnan(report[k])
+                else float(report[k])) for k in keep}
 
 
 @job
@@ -98,20 +90,22 @@ def close_round(
     ``summary`` is the round flow's output (generation, hull and training outputs).
     """
     from flywheel.db.schemas import RoundDoc
-    from flywheel.makers.hull.metrics import round_metrics
+    from flywheel.makers.hull.metrics import cumulative_enrichment, round_metrics
 
     db = campaign_db(config)
 
     def as_dict(x: Any) -> dict:
-        return x if isinstance(x, dict) else x.model_dump()
+        return (x or {}) if isinstance(x, dict) or x is None else x.model_dump()
 
     gen, trn = as_dict(summary["generated"]), as_dict(summary["trained"])
+    sel, hull = as_dict(summary.get("selected")), as_dict(summary.get("hull"))
     mats = list(db.materials.find(
         db.q(round=round_index),
-        {"stable": 1, "energy_per_atom": 1, "prediction": 1, "e_above_hull": 1},
+        {"stable": 1, "energy_per_atom": 1, "prediction": 1, "e_above_hull": 1,
+         "selected_by": 1, "novelty": 1, "discovery": 1},
     ))
     metrics = round_metrics(mats, config.filter.stability_threshold)
-    metrics["calibration"] = calibration(mats, config.filter.stability_threshold)
+    metrics["calibration"] = calibration(mats)
     # Selected but never relaxed: its oracle job fizzled (the hull ran without it).
     db.candidates.update_many(
         db.q(selected_round=round_index, status="selected"),
@@ -130,8 +124,14 @@ def close_round(
         unique=gen["unique"],
         selected=selected,
         failed=failed,
+        unscorable=sel.get("unscorable", 0) if round_index else 0,
+        unscorable_reasons=sel.get("unscorable_reasons", {}) if round_index else {},
+        unscored=hull.get("unscored", 0),
+        unscored_reasons=hull.get("unscored_reasons", {}),
+        selection=config.filter.selection if round_index else "seeds",
         n_materials=db.materials.count_documents(db.q()),
         n_stable=db.materials.count_documents(db.q(stable=True)),
+        n_discoveries=db.materials.count_documents(db.q(discovery=True)),
         n_frames=trn.get("n_frames"),
         train_seconds=trn.get("seconds"),
         **metrics,
@@ -139,6 +139,7 @@ def close_round(
     history = [
         d for d in db.rounds.find(db.q(round={"$lt": round_index})).sort("round", 1)
     ]
+    doc.enrichment_cumulative = cumulative_enrichment([*history, doc.model_dump()])
     reason = stop_reason(config, [*history, doc.model_dump()])
     doc.stopped = reason is not None
     doc.stop_reason = reason

@@ -21,39 +21,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def fetch_models(db: CampaignDB, round_index: int, workdir: Path) -> list[Path]:
-    """Write the ensemble trained at the end of ``round_index`` to ``workdir``."""
-    files = db.find_files("models", round=round_index)
-    if not files:
-        raise RuntimeError(
-            f"campaign {db.campaign!r}: no models stored for round {round_index}"
-        )
-    latest: dict[int, Any] = {}
-    for f in files:  # a rerun of training may have stored a member twice: keep newest
-        latest[f["metadata"]["member"]] = f
-    paths = []
-    for member, f in sorted(latest.items()):
-        path = workdir / f"member{member}.model"
-        path.write_bytes(db.get_file("models", f["_id"]))
-        paths.append(path)
-    return paths
-
-
-def current_hull(db: CampaignDB):
-    """Return a HullEngine over the campaign's oracle results and reference entries.
+def current_hull(db: CampaignDB, config: CampaignConfig):
+    """Return a HullEngine over the campaign's hull entries (oracle results and, on
+    the same energy scale, references; :func:`~flywheel.makers.hull.jobs.hull_entries`).
 
     ``hull_energy(composition)`` is None where an elemental reference is missing.
     """
     from flywheel.makers.hull.engine import HullEngine
-    from flywheel.makers.hull.jobs import reference_entries
+    from flywheel.makers.hull.jobs import hull_entries
 
-    return HullEngine(
-        [(d["material_id"], d["formula"], d["energy_per_atom"])
-         for d in db.materials.find(
-             db.q(), {"material_id": 1, "formula": 1, "energy_per_atom": 1}
-         )]
-        + reference_entries(db)
-    )
+    return HullEngine(hull_entries(db, config))
+
+
+def unscorable_reason(structure: Any, hull: Any, model_elements: set[int]) -> str | None:
+    """Why the filter cannot score ``structure``, or None."""
+    if not structure.is_ordered:
+        return "disordered structure"
+    unknown = {el.symbol for el in structure.composition.elements
+               if el.Z not in model_elements}
+    if unknown:
+        return f"elements unknown to the model: {', '.join(sorted(unknown))}"
+    if hull.hull_energy(structure.composition) is None:
+        chemsys = "-".join(sorted(el.symbol for el in structure.composition.elements))
+        return f"no hull for {chemsys} (an elemental reference is missing)"
+    return None
 
 
 def generator_quotas(db: CampaignDB, pool_generators: list[str], budget: int) -> dict:
@@ -134,8 +125,7 @@ def prerelax_pool(
         # Only 'generated' candidates: the oracle may already hold a selected one.
         ops.append(UpdateOne(db.q(candidate_id=ids[i], status="generated"),
                              {"$set": update}))
-    for k in range(0, len(ops), 500):
-        db.candidates.bulk_write(ops[k : k + 500], ordered=False)
+    db.bulk_write("candidates", ops)
     logger.info("prerelax (%s): %s", fcfg.prerelax, counts)
     return counts
 
@@ -156,13 +146,16 @@ class FilterMaker(Maker):
     def make(
         self, config: CampaignConfig, round_index: int, generated: Any = None
     ) -> FilterOutput:
-        """Predict, score against the current hull and select."""
+        """Predict, score against the current hull, draw the audit and select."""
+        from collections import Counter
+
         import numpy as np
-        from flywheel.makers.filter.acquisition import score, select
+        from flywheel.makers.filter.acquisition import plan_selection, score
         from flywheel.makers.filter.core import load_models, predict_energies
         from flywheel.makers.filter.tta import predict_with_tta
         from flywheel.makers.schemas import FilterOutput
         from pymatgen.core import Structure
+        from pymongo import UpdateOne
 
         from flywheel.settings import get_settings
 
@@ -170,90 +163,94 @@ class FilterMaker(Maker):
         start = time.perf_counter()
         fcfg = config.filter
         db = campaign_db(config)
-        hull = current_hull(db)
+        hull = current_hull(db, config)
         device = get_settings().resolved_device()
+        model_round = round_index - 1
         ids, formulas, structures, hull_e, gens = [], [], [], [], []
         originals, todo = [], []
-        unscorable = 0
-        # The pool is every candidate not yet sent to the oracle, from this and earlier
-        # rounds: a candidate passed over last round is rescored by the better model.
-        for doc in db.candidates.find(
-            db.q(status="generated", round={"$lte": round_index}),
-            {"candidate_id": 1, "structure": 1, "formula": 1, "generator": 1,
-             "prerelaxed": 1},
-        ).sort("candidate_id", 1):
-            s = Structure.from_dict(doc["structure"])
-            e_hull = hull.hull_energy(s.composition)
-            if e_hull is None:
-                unscorable += 1
-                continue
-            ids.append(doc["candidate_id"])
-            gens.append(doc["generator"])
-            formulas.append(doc["formula"])
-            structures.append(s)
-            hull_e.append(e_hull)
-            originals.append(doc["structure"])
-            todo.append(fcfg.prerelax != "none" and "prerelaxed" not in doc)
-        model_round = round_index - 1
+        unscorable: Counter[str] = Counter()
         selected: list[str] = []
+        audit_ids: list[str] = []
         prerelax_counts: dict[str, int] = {}
-        if structures:
-            with tempfile.TemporaryDirectory() as tmp:
-                models = load_models(fetch_models(db, model_round, Path(tmp)), device)
-                if any(todo):
-                    prerelax_counts = prerelax_pool(
-                        db, ids, structures, originals, todo, fcfg,
-                        mace_model=models[0], model_round=model_round,
-                        device=device)
-                if fcfg.tta_scales == [1.0]:
-                    energies = predict_energies(
-                        models, structures, batch_size=fcfg.batch_size, device=device
-                    )
-                else:
-                    energies = predict_with_tta(
-                        models, structures, scales=tuple(fcfg.tta_scales),
-                        aggregate="min", batch_size=fcfg.batch_size, device=device,
-                    )
-            s = score(energies, np.asarray(hull_e),
-                      threshold=fcfg.stability_threshold, kappa=fcfg.kappa)
-            quotas = (generator_quotas(db, gens, fcfg.budget)
-                      if fcfg.split_by_generator else {None: fcfg.budget})
-            for gen, quota in sorted(quotas.items(), key=lambda kv: str(kv[0])):
-                idx = [i for i, g in enumerate(gens) if gen is None or g == gen]
-                selected += select([ids[i] for i in idx], [formulas[i] for i in idx],
-                                   s.acquisition[idx], budget=quota,
-                                   max_per_formula=fcfg.max_per_formula)
-            chosen = set(selected)
-            from pymongo import UpdateOne
-
-            ops = [
-                UpdateOne(
-                    db.q(candidate_id=cid),
-                    {"$set": {
-                        "prediction": {
-                            "energy_per_atom": float(s.mean[i]),
-                            "energy_std": float(s.std[i]),
-                            "e_above_hull": float(s.e_above_hull[i]),
-                            "p_stable": float(s.p_stable[i]),
-                            "acquisition": float(s.acquisition[i]),
-                            "model_round": model_round,
-                        },
-                    }},
+        with tempfile.TemporaryDirectory() as tmp:
+            models = load_models(db.fetch_models(model_round, Path(tmp)), device)
+            known_z = {int(z) for z in models[0].atomic_numbers}
+            # The pool is every candidate not yet sent to the oracle, from this and
+            # earlier rounds: one passed over last round is rescored by the better
+            # model.
+            for doc in db.candidates.find(
+                db.q(status="generated", round={"$lte": round_index}),
+                {"candidate_id": 1, "structure": 1, "formula": 1, "generator": 1,
+                 "prerelaxed": 1},
+            ).sort("candidate_id", 1):
+                s = Structure.from_dict(doc["structure"])
+                reason = unscorable_reason(s, hull, known_z)
+                if reason is not None:
+                    unscorable[reason] += 1
+                    continue
+                ids.append(doc["candidate_id"])
+                gens.append(doc["generator"])
+                formulas.append(doc["formula"])
+                structures.append(s)
+                hull_e.append(hull.hull_energy(s.composition))
+                originals.append(doc["structure"])
+                todo.append(fcfg.prerelax != "none" and "prerelaxed" not in doc)
+            if structures and any(todo):
+                prerelax_counts = prerelax_pool(
+                    db, ids, structures, originals, todo, fcfg,
+                    mace_model=models[0], model_round=model_round, device=device)
+            if structures and fcfg.tta_scales == [1.0]:
+                energies = predict_energies(
+                    models, structures, batch_size=fcfg.batch_size, device=device
                 )
-                for i, cid in enumerate(ids)
-            ]
-            for k in range(0, len(ops), 500):
-                db.candidates.bulk_write(ops[k : k + 500], ordered=False)
-            # Only promote 'generated': a rerun must not undo 'relaxed' or 'failed'.
-            db.candidates.update_many(
-                db.q(candidate_id={"$in": sorted(chosen)}, status="generated"),
-                {"$set": {"status": "selected", "selected_round": round_index}},
+            elif structures:
+                energies = predict_with_tta(
+                    models, structures, scales=tuple(fcfg.tta_scales),
+                    aggregate="min", batch_size=fcfg.batch_size, device=device,
+                )
+        if unscorable:
+            logger.warning("round %d: %d candidates not scored: %s", round_index,
+                           sum(unscorable.values()), dict(unscorable))
+        if structures:
+            s = score(energies, np.asarray(hull_e), kappa=fcfg.kappa)
+
+            def quotas(pool_generators: list[str], k: int) -> dict:
+                if fcfg.split_by_generator:
+                    return generator_quotas(db, pool_generators, k)
+                return {None: k}
+
+            selected, audit_ids = plan_selection(
+                ids, formulas, gens, s.acquisition, budget=fcfg.budget,
+                n_audit=config.audit_count(), quotas=quotas,
+                max_per_formula=fcfg.max_per_formula, strategy=fcfg.selection,
+                seed=[config.generate.seed, round_index],
             )
+            db.bulk_write("candidates", [
+                UpdateOne(db.q(candidate_id=cid), {"$set": {"prediction": {
+                    "energy_per_atom": float(s.mean[i]),
+                    "energy_std": float(s.std[i]),
+                    "e_above_hull": float(s.e_above_hull[i]),
+                    "acquisition": float(s.acquisition[i]),
+                    "model_round": model_round,
+                }}})
+                for i, cid in enumerate(ids)
+            ])
+            # Only promote 'generated': a rerun must not undo 'relaxed' or 'failed'.
+            audit = set(audit_ids)
+            for by, chosen in (("audit", sorted(audit)),
+                               ("filter", sorted(set(selected) - audit))):
+                db.candidates.update_many(
+                    db.q(candidate_id={"$in": chosen}, status="generated"),
+                    {"$set": {"status": "selected", "selected_round": round_index,
+                              "selected_by": by}},
+                )
         return FilterOutput(
             round=round_index,
             scored=len(structures),
-            unscorable=unscorable,
+            unscorable=sum(unscorable.values()),
+            unscorable_reasons=dict(unscorable),
             selected_ids=selected,
+            audit_ids=audit_ids,
             model_round=model_round,
             seconds=time.perf_counter() - start,
             prerelaxed=prerelax_counts.get("prerelaxed", 0),
