@@ -70,7 +70,8 @@ def test_tiny_campaign_end_to_end(tmp_path, db_uri, capsys):
     assert db["models.files"].count_documents({"metadata.round": 0}) == 2
     assert db["models.files"].count_documents({"metadata.round": 1}) == 2
     # the per-round table was printed
-    assert "hit rate" in out and "stable entries" in out
+    assert "hit rate" in out and "entries on the hull" in out
+    assert "base rate" in out and "enrichment" in out
 
     # every job ran exactly once, and only on a worker of its category
     fws = list(db.fireworks.find({}, {"fw_id": 1, "state": 1, "spec._category": 1,
@@ -118,11 +119,11 @@ def test_export_is_accepted_by_stock_lpad_add(tmp_path, db_uri):
                     wf_file], check=True, capture_output=True)
     fws = list(get_database(db_uri).fireworks.find({}, {"spec._category": 1, "name": 1,
                                                          "state": 1}))
-    # round 0: seeds, 3 relax chunks (6 seeds / 2), hull, train, close
-    assert len(fws) == 7
+    # round 0: seeds, oracle (adds the relax chunks when it runs), hull, train, close
+    assert len(fws) == 5
     by_stage = {fw["name"].split()[-1] if "relax" not in fw["name"] else "relax":
                 fw["spec"]["_category"] for fw in fws}
-    assert by_stage == {"seeds": "cpu", "relax": "cpu", "hull": "cpu", "train": "gpu",
+    assert by_stage == {"seeds": "cpu", "oracle": "cpu", "hull": "cpu", "train": "gpu",
                         "close": "cpu"}
     assert sum(fw["state"] == "READY" for fw in fws) == 1
 

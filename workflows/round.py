@@ -1,7 +1,7 @@
 """One active-learning round as a jobflow Flow.
 
-Round 0 relaxes the seeds; every later round is generate → filter → relax chunks →
-hull → train → close. The close job (see :mod:`flywheel.workflows.campaign`) decides
+Round 0 relaxes the seeds (and the recomputed hull references); every later round is
+generate → filter → relax chunks → hull → train → close. The close job (see :mod:`flywheel.workflows.campaign`) decides
 whether to add the next round.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flywheel.makers.common import CPU, GPU
 from flywheel.makers.filter.jobs import FilterMaker
@@ -18,7 +18,7 @@ from flywheel.makers.hull.jobs import HullMaker
 from flywheel.makers.relax.jobs import RelaxMaker
 from flywheel.makers.seeds.jobs import SeedMaker
 from flywheel.makers.train.jobs import TrainMaker
-from jobflow import Flow, Maker
+from jobflow import Flow, Maker, Response, job
 
 if TYPE_CHECKING:
     from jobflow import Job
@@ -54,6 +54,36 @@ def set_category(
     return job
 
 
+@job
+def relax_selection(
+    config: CampaignConfig, round_index: int, selected_ids: list[str],
+    relax_maker: RelaxMaker,
+) -> Response:
+    """Add the round's oracle jobs, ``ceil(n / oracle.chunk_size)`` of them, as a
+    detour before the hull job.
+
+    The number of relaxations is known only at run time (the filter's selection, or
+    the seeds and recomputed references of round 0), so the chunks are made here;
+    FireWorks makes the hull job wait for all of them (a fizzled chunk does not block
+    it: the hull job tolerates failed parents).
+    """
+    ids = list(selected_ids or [])
+    n_chunks = math.ceil(len(ids) / config.oracle.chunk_size)
+    chunks = []
+    for k in range(n_chunks):
+        chunk = set_category(
+            relax_maker.make(config, round_index, ids, k, n_chunks), CPU, config.name,
+            round_index, "relax",
+        )
+        chunk.name = f"{config.name} r{round_index} relax {k + 1}/{n_chunks}"
+        chunks.append(chunk)
+    output = {"selected": len(ids), "chunks": n_chunks}
+    if not chunks:
+        return Response(output=output)
+    return Response(output=output, detour=Flow(chunks, name=f"{config.name} "
+                                               f"r{round_index} oracle"))
+
+
 @dataclass
 class RoundMaker(Maker):
     """Build the flow of one round from the stage Makers.
@@ -74,62 +104,40 @@ class RoundMaker(Maker):
     hull: HullMaker = field(default_factory=HullMaker)
     train: TrainMaker = field(default_factory=TrainMaker)
 
-    def n_chunks(self, config: CampaignConfig, n_selected: int) -> int:
-        """Oracle jobs per round: ``ceil(n / oracle.chunk_size)``, at least one."""
-        return max(1, math.ceil(n_selected / config.oracle.chunk_size))
-
     def make(self, config: CampaignConfig, round_index: int) -> Flow:
         """The jobs of round ``round_index`` (without the closing job).
 
-        The flow's output maps ``generated``, ``hull`` and ``trained`` to the outputs of
-        the generation (or seed), hull and training jobs.
+        Round 0: seeds → oracle → hull → train; later rounds: generate → filter →
+        oracle → hull → train. The oracle jobs are added at run time by
+        :func:`relax_selection`. The flow's output maps ``generated``, ``selected``,
+        ``hull`` and ``trained`` to the outputs of the generation (or seed), filter
+        (round 0: seed), hull and training jobs.
         """
-        jobs = []
+        name, r = config.name, round_index
+
+        def tag(job: Job, category: str, stage: str, **kwargs: Any) -> Job:
+            set_category(job, category, name, r, stage, **kwargs)
+            job.name = f"{name} r{r} {stage}"
+            return job
+
         if round_index == 0:
-            first = set_category(self.seeds.make(config), CPU, config.name, 0, "seeds")
-            first.name = f"{config.name} r0 seeds"
-            jobs.append(first)
-            gen_out = first.output
-            selected = first.output.selected_ids
-            # Round 0 relaxes every seed; seeds.max_seeds bounds their number.
-            n_sel = config.seeds.max_seeds
+            first = tag(self.seeds.make(config), CPU, "seeds")
+            jobs = [first]
+            gen_out = sel_out = first.output
         else:
-            gen = set_category(
-                self.generate.make(config, round_index), CPU, config.name, round_index,
-                "generate",
-            )
-            gen.name = f"{config.name} r{round_index} generate"
-            filt = set_category(
-                self.filter.make(config, round_index, gen.output), GPU, config.name,
-                round_index, "filter",
-            )
-            filt.name = f"{config.name} r{round_index} filter"
-            jobs += [gen, filt]
-            gen_out = gen.output
-            selected = filt.output.selected_ids
-            n_sel = config.filter.budget
-        n_chunks = self.n_chunks(config, n_sel)
-        relax_jobs = []
-        for k in range(n_chunks):
-            rj = set_category(
-                self.relax.make(config, round_index, selected, k, n_chunks), CPU,
-                config.name, round_index, "relax",
-            )
-            rj.name = f"{config.name} r{round_index} relax {k + 1}/{n_chunks}"
-            relax_jobs.append(rj)
-        hull = set_category(
-            self.hull.make(config, round_index, [j.output for j in relax_jobs]), CPU,
-            config.name, round_index, "hull", tolerate_failed_parents=True,
-        )
-        hull.name = f"{config.name} r{round_index} hull"
-        train = set_category(
-            self.train.make(config, round_index, hull.output), GPU, config.name,
-            round_index, "train",
-        )
-        train.name = f"{config.name} r{round_index} train"
-        jobs += [*relax_jobs, hull, train]
+            gen = tag(self.generate.make(config, round_index), CPU, "generate")
+            filt = tag(self.filter.make(config, round_index, gen.output), GPU, "filter")
+            jobs = [gen, filt]
+            gen_out, sel_out = gen.output, filt.output
+        relax = tag(relax_selection(config, round_index, sel_out.selected_ids,
+                                    self.relax), CPU, "oracle")
+        hull = tag(self.hull.make(config, round_index, relax.output), CPU, "hull",
+                   tolerate_failed_parents=True)
+        train = tag(self.train.make(config, round_index, hull.output), GPU, "train")
+        jobs += [relax, hull, train]
         return Flow(
             jobs,
-            output={"generated": gen_out, "hull": hull.output, "trained": train.output},
-            name=f"{config.name} round {round_index}",
+            output={"generated": gen_out, "selected": sel_out, "hull": hull.output,
+                    "trained": train.output},
+            name=f"{name} round {round_index}",
         )
