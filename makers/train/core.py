@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ class MaceTrainSettings:
         Validation batch size, configurations.
     lr : float
         Adam learning rate for a cold start (per step, dimensionless).
+    warm_start_epochs : int or None
+        Epochs when warm-starting (``None``: ``max_num_epochs``).  A warm start
+        begins close to its minimum and needs fewer passes.
     warm_start_lr : float or None
         Learning rate when warm-starting from a previous model; ``None`` uses
         ``lr``.  Lower than ``lr`` because MACE always keeps a trained epoch,
@@ -101,6 +105,11 @@ class MaceTrainSettings:
         rounding (~1e-7 eV/atom) is far below the model error (meV/atom).
     num_threads : int
         ``OMP_NUM_THREADS`` for the trainer subprocess.
+    parallel : int
+        Ensemble members trained at the same time (one subprocess each) by
+        :func:`train_ensemble`.  On a CPU with ``k`` free cores use
+        ``k // num_threads``: on this 2-core machine two members side by side
+        take the wall time of one (measured in ``benchmarks/training.py``).
     timeout_s : float or None
         Wall-clock limit for one training run in seconds; ``None`` = no limit.
     extra_args : tuple of str
@@ -117,6 +126,7 @@ class MaceTrainSettings:
     batch_size: int = 8
     valid_batch_size: int = 32
     lr: float = 0.01
+    warm_start_epochs: int | None = None
     warm_start_lr: float | None = 1e-3
     valid_fraction: float = 0.1
     energy_weight: float = 100.0
@@ -129,6 +139,7 @@ class MaceTrainSettings:
     device: str = "cpu"
     default_dtype: str = "float32"
     num_threads: int = 1
+    parallel: int = 1
     timeout_s: float | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -219,12 +230,18 @@ def _scan_xyz(path: Path) -> tuple[int, set[int]]:
 # --------------------------------------------------------------------------- #
 # Training
 # --------------------------------------------------------------------------- #
+_LOAD_LOCK = threading.Lock()
+
+
 def _model_elements(model_path: Path) -> set[int]:
     """Atomic numbers a saved MACE model was built for."""
     import mace
     import torch
 
-    model = torch.load(str(model_path), map_location="cpu", weights_only=False)
+    # Unpickling MACE's torch.fx modules is not thread-safe (train_ensemble runs
+    # members from threads): "CURRENT_PATCHER is None in finally block".
+    with _LOAD_LOCK:
+        model = torch.load(str(model_path), map_location="cpu", weights_only=False)
     return {int(z) for z in model.atomic_numbers}
 
 
@@ -285,6 +302,8 @@ def _mace_cli_args(
         flags["foundation_model_elements"] = True
         if s.warm_start_lr is not None:
             flags["lr"] = s.warm_start_lr
+        if s.warm_start_epochs is not None:
+            flags["max_num_epochs"] = s.warm_start_epochs
         if not isinstance(s.E0s, dict):
             # Re-fitting E0s on the new data would shift every prediction by
             # sum(dE0) and throw the warm start away; keep the old model's.
@@ -489,13 +508,9 @@ def train_ensemble(
 
     workdir = Path(workdir)
     train_xyz = frames_to_extxyz(list(frames), workdir / "train.xyz")
-    members = range(n_models)
-    if progress:
-        from tqdm.auto import tqdm
 
-        members = tqdm(members, desc="MACE ensemble", unit="model")
-    return [
-        train_mace_model(
+    def train(i: int) -> Path:
+        return train_mace_model(
             train_xyz,
             workdir / f"member_{i}",
             seed=seeds[i],
@@ -503,8 +518,21 @@ def train_ensemble(
             warm_start=starts[i],
             name=f"model_{i}",
         )
-        for i in members
-    ]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Threads only wait on the trainer subprocesses; each member is its own process.
+    with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
+        futures = [pool.submit(train, i) for i in range(n_models)]
+        if progress:
+            from concurrent.futures import as_completed
+
+            from tqdm.auto import tqdm
+
+            for _ in tqdm(as_completed(futures), total=n_models,
+                          desc="MACE ensemble", unit="model"):
+                pass
+        return [f.result() for f in futures]
 
 
 _EPOCH_RE = re.compile(

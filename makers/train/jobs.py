@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,19 +37,64 @@ def gather_frames(db: CampaignDB) -> list:
     return frames
 
 
-def train_settings(model: MaceModelConfig, device: str):
-    """MaceTrainSettings from the campaign's model section."""
+def check_foundation(path: Path, frames: list) -> None:
+    """Fail clearly if the foundation model cannot be fine-tuned on ``frames``."""
+    import mace  # noqa: F401  (registers the classes torch.load unpickles)
+    import torch
+
+    try:
+        model = torch.load(str(path), map_location="cpu", weights_only=False)
+        known = {int(z) for z in model.atomic_numbers}
+    except Exception as err:
+        raise RuntimeError(
+            f"filter.foundation_model {path}: not a MACE model file ({err})"
+        ) from err
+    needed = {int(z) for a in frames for z in a.get_atomic_numbers()}
+    if missing := needed - known:
+        from pymatgen.core import Element
+
+        names = ", ".join(Element.from_Z(z).symbol for z in sorted(missing))
+        raise RuntimeError(
+            f"filter.foundation_model {path} does not know {names}: use a model "
+            "trained on every element of chemistry.elements, or none"
+        )
+
+
+def parallel_members(n_members: int, device: str, threads: int) -> int:
+    """Members to train side by side: all of them on a GPU, as many as the free
+    cores allow on a CPU (``cores // threads`` per trainer).
+    """
+    import os
+
+    if not str(device).startswith("cpu"):
+        return n_members
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    return max(1, min(n_members, cores // max(threads, 1)))
+
+
+def train_settings(model: MaceModelConfig, device: str, n_members: int = 1):
+    """MaceTrainSettings from the campaign's model section and the machine."""
     from flywheel.makers.train.core import MaceTrainSettings
 
+    from flywheel.settings import get_settings
+
+    threads = get_settings().NUM_THREADS
+    warm_epochs = model.warm_start_epochs
+    if warm_epochs is None:
+        warm_epochs = max(5, model.max_num_epochs // 2)
     return MaceTrainSettings(
         num_channels=model.num_channels,
         max_L=model.max_L,
         r_max=model.r_max,
         num_interactions=model.num_interactions,
         max_num_epochs=model.max_num_epochs,
+        warm_start_epochs=warm_epochs,
         batch_size=model.batch_size,
         lr=model.lr,
         device=device,
+        num_threads=threads,
+        parallel=parallel_members(n_members, device, threads),
     )
 
 
@@ -69,8 +114,11 @@ class TrainMaker(Maker):
     def make(
         self, config: CampaignConfig, round_index: int, hull: Any = None
     ) -> TrainOutput:
-        """Train ``filter.ensemble_size`` MACE models and store them in GridFS."""
-        from flywheel.makers.filter.jobs import fetch_models
+        """Train ``filter.ensemble_size`` MACE models and store them in GridFS.
+
+        Member ``i`` starts from member ``i`` of the previous round; in round 0 from
+        ``filter.foundation_model`` when given (fine-tuning), else from scratch.
+        """
         from flywheel.makers.schemas import TrainOutput
         from flywheel.makers.train.core import train_ensemble
 
@@ -89,16 +137,24 @@ class TrainMaker(Maker):
         device = get_settings().resolved_device()
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            warm = None
+            warm, start_from = None, "scratch"
             if round_index > 0 and db.find_files("models", round=round_index - 1):
                 (tmp_path / "prev").mkdir()
-                prev = fetch_models(db, round_index - 1, tmp_path / "prev")
-                warm = prev[:n] if len(prev) >= n else None
+                prev = db.fetch_models(round_index - 1, tmp_path / "prev")
+                if len(prev) >= n:
+                    warm, start_from = prev[:n], "previous round"
+            elif config.filter.foundation_model is not None:
+                foundation = Path(config.filter.foundation_model)
+                check_foundation(foundation, frames)
+                warm, start_from = [foundation] * n, "foundation"
+            settings = train_settings(config.filter.model, device, n)
+            if start_from == "foundation":  # a full schedule: max_num_epochs
+                settings = replace(settings, warm_start_epochs=None)
             paths = train_ensemble(
                 frames,
                 tmp_path / "train",
                 n_models=n,
-                settings=train_settings(config.filter.model, device),
+                settings=settings,
                 seeds=[1000 * round_index + i for i in range(n)],
                 warm_start=warm,
             )
@@ -116,4 +172,5 @@ class TrainMaker(Maker):
             n_frames=len(frames),
             seconds=time.perf_counter() - start,
             warm_started=warm is not None,
+            start=start_from,
         )
