@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "flywheel"
 
-# Indexes for the queries users run (see docs/querying.md).
+# Indexes for the queries users run (docs/user_guide.md, "Querying results").
 INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dict]]] = {
     "materials": [
         ([("campaign", 1), ("material_id", 1)], {"unique": True}),

@@ -152,3 +152,19 @@ def test_round_metrics_separate_audit_and_filter_picks():
     pooled = cumulative_enrichment([out, out])
     assert pooled["value"] == pytest.approx(out["enrichment"]["value"])
     assert pooled["hi"] - pooled["lo"] < out["enrichment"]["hi"] - out["enrichment"]["lo"]
+
+
+def test_unscorable_candidates_are_counted_with_a_reason():
+    from flywheel.makers.filter.jobs import unscorable_reason
+    from pymatgen.core import Lattice, Structure
+
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.3), ["Li", "O"],
+                                         [[0, 0, 0], [0.5, 0.5, 0.5]])
+    li_o = {3, 8}
+    assert unscorable_reason(rocksalt, -4.5, li_o) is None
+    assert unscorable_reason(rocksalt, None, li_o) == (
+        "no hull for Li-O (an elemental reference is missing)")
+    assert unscorable_reason(rocksalt, -4.5, {3}) == "elements unknown to the model: O"
+    mixed = rocksalt.copy()
+    mixed.replace_species({"Li": {"Li": 0.5, "Na": 0.5}})
+    assert unscorable_reason(mixed, -4.5, li_o) == "disordered structure"

@@ -33,15 +33,18 @@ def current_hull(db: CampaignDB, config: CampaignConfig):
     return HullEngine(hull_entries(db, config))
 
 
-def unscorable_reason(structure: Any, hull: Any, model_elements: set[int]) -> str | None:
-    """Why the filter cannot score ``structure``, or None."""
+def unscorable_reason(
+    structure: Any, hull_energy: float | None, model_elements: set[int]
+) -> str | None:
+    """Why the filter cannot score ``structure`` (``hull_energy``: the current hull at
+    its composition, None if there is none), or None."""
     if not structure.is_ordered:
         return "disordered structure"
     unknown = {el.symbol for el in structure.composition.elements
                if el.Z not in model_elements}
     if unknown:
         return f"elements unknown to the model: {', '.join(sorted(unknown))}"
-    if hull.hull_energy(structure.composition) is None:
+    if hull_energy is None:
         chemsys = "-".join(sorted(el.symbol for el in structure.composition.elements))
         return f"no hull for {chemsys} (an elemental reference is missing)"
     return None
@@ -184,7 +187,8 @@ class FilterMaker(Maker):
                  "prerelaxed": 1},
             ).sort("candidate_id", 1):
                 s = Structure.from_dict(doc["structure"])
-                reason = unscorable_reason(s, hull, known_z)
+                e_hull = hull.hull_energy(s.composition)
+                reason = unscorable_reason(s, e_hull, known_z)
                 if reason is not None:
                     unscorable[reason] += 1
                     continue
@@ -192,7 +196,7 @@ class FilterMaker(Maker):
                 gens.append(doc["generator"])
                 formulas.append(doc["formula"])
                 structures.append(s)
-                hull_e.append(hull.hull_energy(s.composition))
+                hull_e.append(e_hull)
                 originals.append(doc["structure"])
                 todo.append(fcfg.prerelax != "none" and "prerelaxed" not in doc)
             if structures and any(todo):
