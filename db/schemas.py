@@ -126,6 +126,11 @@ class RoundDoc(_Doc):
         default_factory=dict, description="Count per rejection reason."
     )
     unique: int = Field(description="Candidates left after deduplication.")
+    pool: int | None = Field(
+        None,
+        description="Candidates the filter scored and chose from (this round's and "
+        "earlier rounds' unselected ones); None in round 0.",
+    )
     selected: int = Field(description="Candidates sent to the oracle.")
     evaluated: int = Field(description="Oracle relaxations that finished.")
     failed: int = Field(description="Oracle relaxations that failed.")

@@ -36,6 +36,7 @@ ROUND_COLUMNS: list[tuple[Any, str, str]] = [
     ("generated", "gen", "{}"),
     ("unique", "unique", "{}"),
     ("unscorable", "unscored", "{}"),
+    ("pool", "pool", "{}"),
     ("selected", "sel", "{}"),
     ("evaluated", "eval", "{}"),
     ("failed", "fail", "{}"),

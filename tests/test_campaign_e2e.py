@@ -53,6 +53,11 @@ def test_tiny_campaign_end_to_end(tmp_path, db_uri, capsys):
     r0, r1 = rounds
     assert r0["evaluated"] == db.materials.count_documents({"round": 0}) > 0
     assert r1["selected"] <= 3
+    # the pool the filter chose from: every candidate it scored (none unselected yet
+    # in round 1, so the round's scorable unique candidates)
+    assert r0["pool"] is None
+    assert r1["pool"] == db.candidates.count_documents(
+        {"round": 1, "prediction": {"$exists": True}}) > 0
     assert r1["evaluated"] + r1["failed"] == r1["selected"]
     assert r1["evaluated"] > 0
     assert r1["filter_mae"] is not None

@@ -122,6 +122,7 @@ def close_round(
         rejected=gen["rejected"],
         rejection_reasons=gen.get("rejection_reasons", {}),
         unique=gen["unique"],
+        pool=sel.get("scored") if round_index else None,
         selected=selected,
         failed=failed,
         unscorable=sel.get("unscorable", 0) if round_index else 0,

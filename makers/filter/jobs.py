@@ -215,6 +215,12 @@ class FilterMaker(Maker):
         if unscorable:
             logger.warning("round %d: %d candidates not scored: %s", round_index,
                            sum(unscorable.values()), dict(unscorable))
+        if structures and len(structures) < 2 * fcfg.budget:
+            logger.warning(
+                "round %d: the filter chooses %d of only %d scorable candidates, so "
+                "its ranking can barely matter; raise the generator budgets or enable "
+                "generate.random_search for a larger pool", round_index,
+                min(fcfg.budget, len(structures)), len(structures))
         if structures:
             s = score(energies, np.asarray(hull_e), kappa=fcfg.kappa)
 
