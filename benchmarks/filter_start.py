@@ -15,7 +15,10 @@ starts predict them as the filter would (unrelaxed structures, energy per atom):
   materials (``--foundation-structures`` structures of the mp20 set in
   ``../shared/data``, any elements, labelled by the oracle, with one rattled copy each),
   then fine-tuned on every round-0 frame;
-* ``foundation_only``: that foundation model without fine-tuning.
+* ``foundation_only``: that foundation model without fine-tuning;
+* ``references_rattled``: from scratch on every round-0 frame plus oracle single points
+  of one rattled, strained copy of each round-0 structure (off-equilibrium data of the
+  campaign's own space, as relaxation trajectories from distorted starts would give).
 
 Per start: MAE of the energy per atom and of the energy above the round-0 hull, the
 Spearman correlation of predicted and true energy above hull, and how many of the
@@ -129,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--foundation-structures", type=int, default=500)
+    p.add_argument("--starts", default="seeds,references,foundation,foundation_only,"
+                   "references_rattled", help="comma-separated starts to train")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     if not MP20.is_file():
@@ -203,21 +208,32 @@ def main(argv=None) -> int:
                                                  .decode()), index=":",
                                      format="extxyz")
         settings = train_settings(config.filter.model, "cpu", 2)
-        t = time.perf_counter()
-        foundation_frames = oracle_frames(
-            mp20_structures(args.foundation_structures, rng), rng)
-        seconds["foundation_labels"] = time.perf_counter() - t
+        wanted = args.starts.split(",")
         starts = {}
-        t = time.perf_counter()
-        starts["foundation_only"] = train_ensemble(
-            foundation_frames, work / "pretrain", n_models=1, settings=settings,
-            seeds=[7])
-        seconds["foundation_train"] = time.perf_counter() - t
+        foundation_frames = []
+        if {"foundation", "foundation_only"} & set(wanted):
+            t = time.perf_counter()
+            foundation_frames = oracle_frames(
+                mp20_structures(args.foundation_structures, rng), rng)
+            seconds["foundation_labels"] = time.perf_counter() - t
+            t = time.perf_counter()
+            starts["foundation_only"] = train_ensemble(
+                foundation_frames, work / "pretrain", n_models=1, settings=settings,
+                seeds=[7])
+            seconds["foundation_train"] = time.perf_counter() - t
+        rattled = []
+        if "references_rattled" in wanted:
+            r0_structures = [Structure.from_dict(m["structure"]) for m in
+                             db.materials.find(db.q(round=0), {"structure": 1})]
+            rattled = oracle_frames(r0_structures, rng)[1::2]  # the distorted copies
         for name, frames, warm in (
             ("seeds", frames_seeds, None),
             ("references", frames_all, None),
-            ("foundation", frames_all, [starts["foundation_only"][0]] * 2),
+            ("foundation", frames_all, [starts.get("foundation_only", [None])[0]] * 2),
+            ("references_rattled", frames_all + rattled, None),
         ):
+            if name not in wanted:
+                continue
             t = time.perf_counter()
             starts[name] = train_ensemble(frames, work / name, n_models=2,
                                           settings=settings, seeds=[0, 1],
@@ -237,7 +253,8 @@ def main(argv=None) -> int:
                          for k, v in vars(args).items()},
             "held_out_formulas": formulas,
             "n_round0_frames": {"seeds": len(frames_seeds), "all": len(frames_all),
-                                "foundation": len(foundation_frames)},
+                                "foundation": len(foundation_frames),
+                                "rattled": len(rattled)},
             "sample": {"n": len(ok), "base_rate_within_50meV":
                        float(np.mean(true_eh <= 0.05)),
                        "base_rate_on_hull": float(np.mean(true_eh <= 5e-5)),
