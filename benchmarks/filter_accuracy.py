@@ -15,7 +15,7 @@
     predicted ``E_f`` gives a predicted energy above that hull, as in the filter).
 
 (b) ``composition``: the composition model
-    (:mod:`flywheel.makers.filter.composition`) trained on the Bartel et al. 2020
+    (:mod:`flywheel.makers.generate.composition_model`) trained on the Bartel et al. 2020
     MP formation energies with a split by chemical system (all compositions of a
     chemical system in the same split) -> formation-energy MAE, then decomposition
     energies (Bartel et al.: ΔH_d = energy of a compound minus the energy of the
@@ -269,11 +269,12 @@ def run_composition(
     epochs: int, test_fraction: float, max_test_systems: int | None, seed: int
 ) -> dict:
     """Train on the chemical-system split; evaluate ΔH_f and ΔH_d."""
-    from flywheel.makers.filter.composition import (
+    from pymatgen.core import Composition
+
+    from flywheel.makers.generate.composition_model import (
         predict_compositions,
         train_composition_model,
     )
-    from pymatgen.core import Composition
 
     data = json.loads(
         (DATA / "bartel2020" / "mp_formation_energy_per_atom.json").read_text()

@@ -59,6 +59,7 @@ def _cells(n: int, repeat: tuple[int, int, int], seed: int) -> list:
 
 def _train_members(workdir: Path, n_models: int, device: str) -> list[Path]:
     from ase.calculators.emt import EMT
+
     from flywheel.makers.train.core import MaceTrainSettings, train_ensemble
 
     frames = _cells(24, (1, 2, 3), seed=0)
@@ -108,6 +109,7 @@ def run_case(
 ) -> dict:
     """Time the four paths on one set of structures (interleaved repeats)."""
     import torch
+
     from flywheel.makers.filter.core import load_models, predict_energies
     from flywheel.makers.filter.tta import predict_with_tta
 

@@ -86,13 +86,14 @@ def _rate(n: int, seconds: tuple[float, float]) -> dict:
 
 # ------------------------------------------------------------------ generators
 def bench_generators(quick: bool) -> tuple[dict, list]:
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
     from flywheel.makers.generate.compositions import enumerate_compositions
     from flywheel.makers.generate.core import substitution_candidates
     from flywheel.makers.generate.prototypes import prototype_candidates
     from flywheel.makers.generate.rss import random_structures
     from flywheel.makers.generate.saps import saps_candidates
     from flywheel.makers.seeds.core import builtin_seeds
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     out: dict = {}
     seeds = builtin_seeds(ELEMENTS, max_seeds=40 if quick else 80)
@@ -173,8 +174,9 @@ KINDS = ("identical", "rotate+translate", "permute+scale", "supercell+rotate",
 def _stream(bases: Sequence[Structure], n: int, seed: int, perturbed: float,
             record: list[int] | None = None) -> Iterator:
     """Yield ``n`` candidates, each a transformed copy of a random base."""
-    from flywheel.makers.generate.core import Candidate
     from pymatgen.core import Structure
+
+    from flywheel.makers.generate.core import Candidate
 
     rng = np.random.default_rng(seed)
     arrays = [(b.lattice.matrix.copy(), [sp.symbol for sp in b.species],
@@ -275,6 +277,7 @@ def bench_subset(bases: list, n: int, perturbed: float) -> dict:
 # ------------------------------------------------------------- bucket split risk
 def _keys(structure: Structure) -> dict[str, tuple]:
     import spglib
+
     from flywheel.makers.generate.dedup import fingerprint
 
     orbits = fingerprint(structure)

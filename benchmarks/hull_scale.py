@@ -150,8 +150,9 @@ def pymatgen_sample_check(
 
 
 def _patched_child(raw: dict[str, float], sample: list[str], queue: mp.Queue) -> None:
-    from flywheel.makers.hull.engine import parse_composition
     from pymatgen.analysis.phase_diagram import PatchedPhaseDiagram
+
+    from flywheel.makers.hull.engine import parse_composition
 
     parsed = {k: parse_composition(k) for k in raw}
     entries = {k: _pd_entry(k, parsed[k], v) for k, v in raw.items()}

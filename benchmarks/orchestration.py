@@ -60,17 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=20, help="relaxations per measurement")
     args = p.parse_args(argv)
 
-    from flywheel.db.server import LocalServer
-    from flywheel.db.stores import CampaignDB, make_launchpad
-    from flywheel.launchers.fwfiles import write_fw_files
-    from flywheel.makers.common import CPU, structure_fields
-    from flywheel.makers.relax import run
-    from flywheel.makers.relax.jobs import RelaxMaker
-    from flywheel.workflows.round import set_category
     from jobflow import Flow
     from jobflow.managers.fireworks import flow_to_workflow
 
     from flywheel.config import campaign_from_dict
+    from flywheel.db.server import LocalServer
+    from flywheel.db.stores import CampaignDB, make_launchpad
+    from flywheel.db.tags import CPU, tag_job
+    from flywheel.launchers.fwfiles import write_fw_files
+    from flywheel.makers.common import structure_fields
+    from flywheel.makers.relax import run
+    from flywheel.makers.relax.jobs import RelaxMaker
 
     cells = structures(args.n)
     oracle = {"fmax": 0.1, "steps": 60, "chunk_size": 1, "max_frames": 4}
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                         structure=s.as_dict(), status="selected", selected_round=0,
                         **structure_fields(s)))
                 n_chunks = -(-args.n // chunk)
-                jobs = [set_category(RelaxMaker().make(cfg, 0, ids, k, n_chunks), CPU,
-                                     "bench", 0, "relax") for k in range(n_chunks)]
+                jobs = [tag_job(RelaxMaker().make(cfg, 0, ids, k, n_chunks), CPU,
+                                "bench", 0, "relax") for k in range(n_chunks)]
                 lp = make_launchpad(uri)
                 lp.reset("", require_password=False)
                 lp.add_wf(flow_to_workflow(Flow(jobs)))

@@ -7,8 +7,9 @@ This module is deliberately light: it imports :mod:`pymongo` only inside
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
+
+from flywheel.db.uri import redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -19,25 +20,6 @@ __all__ = [
     "redact_uri",
 ]
 
-# ``scheme://user:password@`` -- the password must never reach a log or an
-# error message, but the user name helps when diagnosing auth problems.
-_CREDENTIALS = re.compile(r"^(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):[^@/]*@", re.I)
-
-
-def redact_uri(uri: str) -> str:
-    """Return ``uri`` with any password replaced by ``***``.
-
-    Parameters
-    ----------
-    uri
-        A MongoDB connection string.
-
-    Returns
-    -------
-    str
-        The same string, safe to print.
-    """
-    return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", uri)
 
 
 class ServerError(RuntimeError):

@@ -90,14 +90,13 @@ def round_table(db: Database, campaign: str) -> list[dict[str, Any]]:
 
 def fw_status(db: Database, campaign: str | None = None) -> list[dict[str, Any]]:
     """Firework counts per round, category and state from the LaunchPad collections."""
-    match: dict[str, Any] = {"spec.flywheel": {"$exists": True}}
-    if campaign:
-        match["spec.flywheel.campaign"] = campaign
+    from flywheel.db.tags import TAG, fw_tag, tag_query
+
     counts: dict[tuple, int] = {}
     for fw in db["fireworks"].find(
-        match, {"state": 1, "spec._category": 1, "spec.flywheel": 1}
+        tag_query(campaign or None), {"state": 1, "spec._category": 1, f"spec.{TAG}": 1}
     ):
-        meta = fw["spec"]["flywheel"]
+        meta = fw_tag(fw)
         key = (meta["campaign"], meta["round"], fw["spec"].get("_category"), fw["state"])
         counts[key] = counts.get(key, 0) + 1
     return [

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
-import ipaddress
 import json
 import logging
 import os
@@ -47,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.db.errors import ServerError, ping_error
+from flywheel.db.uri import host_uri, is_loopback_host, uri_port
+from flywheel.settings import DEFAULT_URI, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -73,18 +74,6 @@ def is_reachable(uri: str, timeout_ms: int = 2000) -> bool:
         Server-selection and connect timeout, in milliseconds.
     """
     return ping_error(uri, timeout_ms) is None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _make_uri(host: str, port: int | None) -> str:
-    host = host.strip("[]")
-    return f"mongodb://[{host}]:{port}" if ":" in host else f"mongodb://{host}:{port}"
 
 
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -137,22 +126,24 @@ class LocalServer:
         Address to listen on; must be a loopback address, because the
         server runs without authentication.
     port
-        TCP port to listen on.
+        TCP port to listen on (default: the port of ``DEFAULT_URI``, 27118).
     executable
-        Name or path of the SecantusDB launcher.
+        Name or path of the SecantusDB launcher (default: the
+        ``FLYWHEEL_SECANTUS_EXECUTABLE`` setting, ``secantusd-py``).
     """
 
     data_dir: Path
     host: str = "127.0.0.1"
-    port: int = 27118
-    executable: str = "secantusd-py"
+    port: int = field(default_factory=lambda: uri_port(DEFAULT_URI))
+    executable: str = field(
+        default_factory=lambda: get_settings().SECANTUS_EXECUTABLE)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Absolute, because the child runs with data_dir as its cwd and the
         # pidfile check compares paths with the child's command line.
         self.data_dir = Path(self.data_dir).expanduser().absolute()
-        if not _is_loopback(self.host):
+        if not is_loopback_host(self.host):
             raise ValueError(
                 f"refusing to serve the database on {self.host!r}: the local "
                 "server has no authentication, so only loopback addresses "
@@ -163,7 +154,7 @@ class LocalServer:
     @property
     def uri(self) -> str:
         """Connection string, e.g. ``mongodb://127.0.0.1:27118``."""
-        return _make_uri(self.host, self.port)
+        return host_uri(self.host, self.port)
 
     @property
     def storage_path(self) -> Path:
@@ -276,7 +267,7 @@ class LocalServer:
                 if where != (self.host, self.port):
                     raise ServerError(
                         f"the server of {self.data_dir} is already running at "
-                        f"{_make_uri(*where)} (pid {pid}); stop it or use that port"
+                        f"{host_uri(*where)} (pid {pid}); stop it or use that port"
                     )
                 # Alive but maybe still starting (a concurrent `start`).
                 self._wait_ready(pid, timeout)
@@ -384,7 +375,7 @@ class LocalServer:
         host, port = self.host, self.port
         if running and info is not None:
             host, port = info.get("host", host), int(info.get("port", port))
-        uri = _make_uri(host, port)
+        uri = host_uri(host, port)
         out = dict(running=running, pid=pid, uri=uri, host=host, port=port)
         out["data_dir"], out["log_file"] = str(self.data_dir), str(self.log_file)
         out["reachable"] = _port_open(host, port) and is_reachable(uri, 1000)

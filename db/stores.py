@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flywheel.db.uri import split_uri, with_database
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_DATABASE = "flywheel"
 
 # Indexes for the queries users run (docs/user_guide.md, "Querying results").
 INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dict]]] = {
@@ -54,23 +54,6 @@ INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dic
         [("campaign", 1), ("formula", 1)],
     ],
 }
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """Return ``(uri, database name)``; the database defaults to ``flywheel``."""
-    from pymongo.uri_parser import parse_uri
-
-    database = parse_uri(uri).get("database") or DEFAULT_DATABASE
-    return uri, database
-
-
-def with_database(uri: str, database: str) -> str:
-    """Return ``uri`` with its path set to ``database`` (query string kept)."""
-    head, _, query = uri.partition("?")
-    scheme, _, rest = head.partition("://")
-    hosts = rest.split("/", 1)[0]
-    out = f"{scheme}://{hosts}/{database}"
-    return f"{out}?{query}" if query else out
 
 
 _CLIENTS: dict[tuple[int, str], Any] = {}
@@ -135,6 +118,14 @@ def make_jobstore(uri: str) -> JobStore:
             "data": GridFSStore(name, "outputs_blobs", uri=uri)
         },
     )
+
+
+#: ``references.energy_scale`` of MP entries with MP2020 corrections and of the GNoME
+#: release.
+SCALE_MP2020 = "MP2020"
+#: ``references.energy_scale`` of energies a user supplied with CIFs (level of theory
+#: unknown: such energies never join a hull).
+SCALE_USER = "user"
 
 
 @dataclass
@@ -213,6 +204,26 @@ class CampaignDB:
     def get_file(self, bucket: str, file_id: Any) -> bytes:
         """Read and decompress one GridFS file."""
         return gzip.decompress(self._bucket(bucket).open_download_stream(file_id).read())
+
+    def hull_entries(self, references: bool) -> list[tuple[str, str, float]]:
+        """``(id, formula, energy per atom)`` of every oracle result and, with
+        ``references``, of every reference with an energy on a known scale (ids
+        prefixed ``ref:``, never colliding with material ids; :data:`SCALE_USER`
+        energies excluded)."""
+        entries = [
+            (d["material_id"], d["formula"], d["energy_per_atom"])
+            for d in self.materials.find(
+                self.q(), {"material_id": 1, "formula": 1, "energy_per_atom": 1})
+        ]
+        if references:
+            entries += [
+                (f"ref:{d['entry_id']}", d["formula_full"], d["energy_per_atom"])
+                for d in self.references.find(
+                    self.q(energy_per_atom={"$ne": None},
+                           energy_scale={"$ne": SCALE_USER}),
+                    {"entry_id": 1, "formula_full": 1, "energy_per_atom": 1})
+            ]
+        return entries
 
     def fetch_models(self, round_index: int, workdir: Path) -> list[Path]:
         """Write the ensemble trained at the end of ``round_index`` to ``workdir``

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from flywheel.settings import DEFAULT_URI
+
 __all__ = [
     "CampaignConfig",
     "ConfigError",
@@ -487,7 +489,7 @@ class DatabaseConfig(_Section):
     """Where the campaign, the LaunchPad and the JobStore live (one MongoDB database)."""
 
     uri: str = Field(
-        "mongodb://127.0.0.1:27118/flywheel",
+        DEFAULT_URI,
         description="MongoDB URI including the database name. A loopback URI is served "
         "by the local SecantusDB server that `flywheel run` starts.",
     )

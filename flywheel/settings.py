@@ -21,6 +21,10 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = "~/.flywheel.yaml"
+#: The database every command uses when nothing names another: the local SecantusDB
+#: server, which ``flywheel run`` starts for a loopback URI (rule:
+#: :mod:`flywheel.db.uri`).
+DEFAULT_URI = "mongodb://127.0.0.1:27118/flywheel"
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -49,7 +53,6 @@ class FlywheelSettings(BaseSettings):
         description="MongoDB URI that overrides the campaign's database.uri "
         "(e.g. a production MongoDB with authentication).",
     )
-    LOCAL_PORT: int = Field(27118, description="Port of the local SecantusDB server.")
     SECANTUS_EXECUTABLE: str = Field(
         "secantusd-py", description="Executable of the local MongoDB-wire server."
     )

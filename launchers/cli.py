@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flywheel import __version__
+from flywheel.settings import DEFAULT_URI
 
 USAGE = """flywheel <command> [options]
 
@@ -30,9 +31,8 @@ def _load(path: str):
     """Load a campaign and read its seed files, so that an unreadable seed file is
     one clear error before anything is submitted.
     """
-    from flywheel.makers.seeds.core import load_seed_file
-
     from flywheel.config import ConfigError, load_campaign
+    from flywheel.makers.seeds.core import load_seed_file
 
     config = load_campaign(path)
     for seed_file in config.seeds.files:
@@ -61,11 +61,10 @@ def _load(path: str):
 
 
 def _override_uri(config, uri: str | None):
-    from flywheel.settings import get_settings
+    """Set the campaign's database URI by the one rule (:mod:`flywheel.db.uri`)."""
+    from flywheel.db.uri import resolve_uri
 
-    uri = uri or get_settings().DB_URI
-    if uri:
-        config.database.uri = uri
+    config.database.uri = resolve_uri(uri, config.database.uri)
     return config
 
 
@@ -74,10 +73,8 @@ def init_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="flywheel init", description=init_main.__doc__)
     p.add_argument("directory", nargs="?", default=".", help="where to write")
     p.add_argument("--name", default="li-fe-o-demo", help="campaign name")
-    p.add_argument("--uri", default="mongodb://127.0.0.1:27118/flywheel",
+    p.add_argument("--uri", default=DEFAULT_URI,
                    help="MongoDB URI written into every file")
-    p.add_argument("--cluster", choices=["slurm"], default="slurm",
-                   help="queue system of the qadapters")
     p.add_argument("--cpu-partition", default="cpu", help="partition for cpu jobs")
     p.add_argument("--gpu-partition", default="gpu", help="partition for gpu jobs")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per gpu job (--gres)")
@@ -143,7 +140,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
               "(new) or --known (rediscoveries, with their ids)")
         if args.stop_server:
             from flywheel.db.server import LocalServer
-            from flywheel.launchers.local import uri_port
+            from flywheel.db.uri import uri_port
 
             LocalServer(data_dir=directory / "db",
                         port=uri_port(config.database.uri)).stop()
@@ -213,8 +210,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--uri", help="override database.uri")
     args = p.parse_args(argv)
     config = _override_uri(_load(args.campaign), args.uri)
-    from flywheel.workflows.campaign import CampaignMaker
     from jobflow.managers.fireworks import flow_to_workflow
+
+    from flywheel.workflows.campaign import CampaignMaker
 
     wf = flow_to_workflow(CampaignMaker().make(config))
     if args.output == "-":
@@ -288,10 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in commands:
         print(f"flywheel: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    from flywheel.db.errors import DatabaseUnreachableError, ServerError
     from pymongo.errors import PyMongoError
 
     from flywheel.config import ConfigError
+    from flywheel.db.errors import DatabaseUnreachableError, ServerError
 
     try:
         return commands[argv[0]](argv[1:])

@@ -18,12 +18,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from flywheel.db.uri import uri_port
+from flywheel.settings import DEFAULT_URI
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_parser", "main"]
 
 DEFAULT_DIR = "./flywheel-db"
-DEFAULT_PORT = 27118
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_PORT,
-        help=f"TCP port (default: {DEFAULT_PORT})",
+        default=uri_port(DEFAULT_URI),
+        help=f"TCP port (default: {uri_port(DEFAULT_URI)}, the default URI's)",
     )
     common.add_argument(
         "--host", default="127.0.0.1", help="loopback address to listen on"

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from flywheel.db.stores import jobstore_spec, split_uri, with_database
+
+from flywheel.db.stores import jobstore_spec
+from flywheel.db.uri import split_uri, with_database
 
 EXAMPLE_CAMPAIGN = """\
 # flywheel campaign: every field is documented in docs/configuration.md.

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from flywheel.db.errors import DatabaseUnreachableError, check_reachable
+from flywheel.db.uri import is_loopback_uri, uri_port
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
@@ -26,21 +26,6 @@ logger = logging.getLogger(__name__)
 
 CATEGORIES = ("cpu", "gpu")
 DONE_STATES = {"COMPLETED", "DEFUSED", "ARCHIVED"}
-
-
-def is_loopback_uri(uri: str) -> bool:
-    """Whether every host in ``uri`` is this machine."""
-    if uri.startswith("mongodb+srv://"):
-        return False
-    hosts = urlsplit(uri).netloc.rsplit("@", 1)[-1].split(",")
-    return all(h.split(":")[0] in {"127.0.0.1", "localhost", "::1", "[::1]"}
-               for h in hosts)
-
-
-def uri_port(uri: str) -> int:
-    """Port of the first host in ``uri`` (27017 if absent)."""
-    host = urlsplit(uri).netloc.rsplit("@", 1)[-1].split(",")[0]
-    return int(host.rsplit(":", 1)[1]) if ":" in host else 27017
 
 
 def ensure_database(uri: str, data_dir: Path, *, start_local: bool = True) -> bool:
@@ -78,8 +63,9 @@ class CampaignExistsError(RuntimeError):
 
 def find_campaign_fw(lp: LaunchPad, name: str) -> int | None:
     """The first firework id of campaign ``name`` on the LaunchPad, or None."""
-    doc = lp.fireworks.find_one({"spec.flywheel.campaign": name}, {"fw_id": 1},
-                                sort=[("fw_id", 1)])
+    from flywheel.db.tags import tag_query
+
+    doc = lp.fireworks.find_one(tag_query(name), {"fw_id": 1}, sort=[("fw_id", 1)])
     return None if doc is None else int(doc["fw_id"])
 
 
@@ -89,10 +75,11 @@ def submit(config: CampaignConfig) -> int:
     Returns the workflow's first firework id. Refuses a campaign name that is already on
     the LaunchPad (``flywheel run`` resumes it instead), so nothing is submitted twice.
     """
+    from jobflow.managers.fireworks import flow_to_workflow
+
     from flywheel.db.stores import make_launchpad
     from flywheel.makers.common import campaign_db
     from flywheel.workflows.campaign import CampaignMaker
-    from jobflow.managers.fireworks import flow_to_workflow
 
     check_reachable(config.database.uri)
     lp = make_launchpad(config.database.uri)
@@ -112,9 +99,10 @@ def submit(config: CampaignConfig) -> int:
 
 def find_recheck_fw(lp: LaunchPad, name: str) -> int | None:
     """The select firework of campaign ``name``'s newest unfinished r²SCAN re-check."""
-    doc = lp.fireworks.find_one(
-        {"spec.flywheel.campaign": name, "spec.flywheel.stage": "recheck select"},
-        {"fw_id": 1}, sort=[("fw_id", -1)])
+    from flywheel.db.tags import tag_query
+
+    doc = lp.fireworks.find_one(tag_query(name, stage="recheck select"), {"fw_id": 1},
+                                sort=[("fw_id", -1)])
     if doc is None:
         return None
     wf = lp.workflows.find_one({"nodes": doc["fw_id"]}, {"state": 1})
@@ -127,10 +115,11 @@ def submit_recheck(config: CampaignConfig) -> int:
     Materials already recomputed at r²SCAN (``fidelity`` collection) are not run again,
     so a re-check after more rounds only computes what is new.
     """
-    from flywheel.db.stores import make_launchpad
-    from flywheel.makers.recheck.jobs import recheck_flow
     from jobflow import Flow
     from jobflow.managers.fireworks import flow_to_workflow
+
+    from flywheel.db.stores import make_launchpad
+    from flywheel.workflows.recheck import recheck_flow
 
     check_reachable(config.database.uri)
     lp = make_launchpad(config.database.uri)
@@ -219,6 +208,43 @@ def wait_for_database(uri: str, timeout: float) -> None:
             time.sleep(1)
 
 
+class Progress:
+    """Progress of a local run on stderr: a tqdm bar on a terminal; in a log (stderr
+    not a terminal) one line each time a job ends, not one per poll."""
+
+    def __init__(self, name: str, stream: Any = None) -> None:
+        self.name = name
+        self.stream = stream if stream is not None else sys.stderr
+        self.last: tuple[int, int] | None = None
+        self.bar = None
+        if getattr(self.stream, "isatty", lambda: False)():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=1, unit="job", desc=name, dynamic_ncols=True,
+                            file=self.stream)
+
+    def update(self, done: int, total: int, running: list[str]) -> None:
+        """Show ``done`` of ``total`` jobs finished, ``running`` the running ones."""
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.set_postfix_str(", ".join(running)[:60])
+            self.bar.refresh()
+            return
+        if (done, total) == self.last:
+            return
+        self.last = (done, total)
+        line = f"{self.name}: {done}/{total} jobs done"
+        if running:
+            line += f"; running: {', '.join(running)}"
+        print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """End the bar (nothing to do for log lines)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_local(
     config: CampaignConfig,
     directory: Path,
@@ -243,11 +269,11 @@ def run_local(
 
     Returns the final workflow summary.
     """
+    from pymongo.errors import PyMongoError
+
     from flywheel.db.stores import make_launchpad
     from flywheel.launchers.fwfiles import write_fw_files
     from flywheel.launchers.recover import recover
-    from pymongo.errors import PyMongoError
-
     from flywheel.settings import get_settings
 
     directory = directory.resolve()
@@ -267,11 +293,7 @@ def run_local(
             recover(lp, campaign=config.name, expiration_secs=0,
                     fworker=workers.fworker_name(cat), fizzled=rerun_fizzled)
     workers.start()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=1, unit="job", desc=config.name, dynamic_ncols=True)
+    bar = Progress(config.name) if progress else None
     start = time.monotonic()
     stuck_polls = 0
     try:
@@ -286,10 +308,8 @@ def run_local(
             states = summary["states"]
             done = sum(states.get(s, 0) for s in DONE_STATES)
             if bar is not None:
-                bar.total = summary["total"]
-                bar.n = done + states.get("FIZZLED", 0)
-                bar.set_postfix_str(", ".join(summary["running"])[:60])
-                bar.refresh()
+                bar.update(done + states.get("FIZZLED", 0), summary["total"],
+                           summary["running"])
             active = sum(states.get(s, 0) for s in ("READY", "RESERVED", "RUNNING"))
             if done + states.get("FIZZLED", 0) == summary["total"]:
                 return summary

@@ -9,7 +9,9 @@ result, so a rerun never duplicates an oracle calculation.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from flywheel.db.tags import tag_query
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
@@ -22,13 +24,6 @@ PING_TIME_SECS = 60
 DEFAULT_EXPIRATION_SECS = 4 * PING_TIME_SECS
 
 
-def campaign_query(campaign: str | None) -> dict[str, Any]:
-    """FireWorks query for the fireworks of one campaign (all flywheel ones if None)."""
-    if campaign is None:
-        return {"spec.flywheel": {"$exists": True}}
-    return {"spec.flywheel.campaign": campaign}
-
-
 def find_lost(
     lp: LaunchPad,
     *,
@@ -39,7 +34,7 @@ def find_lost(
     """Firework ids that are RUNNING but whose launch stopped pinging (no change)."""
     launch_query = {"fworker.name": fworker} if fworker else None
     _, fw_ids, _ = lp.detect_lostruns(
-        expiration_secs=expiration_secs, query=campaign_query(campaign),
+        expiration_secs=expiration_secs, query=tag_query(campaign),
         launch_query=launch_query,
     )
     return sorted(fw_ids)
@@ -66,14 +61,14 @@ def recover(
     """
     launch_query = {"fworker.name": fworker} if fworker else None
     _, lost, inconsistent = lp.detect_lostruns(
-        expiration_secs=expiration_secs, rerun=True, query=campaign_query(campaign),
+        expiration_secs=expiration_secs, rerun=True, query=tag_query(campaign),
         launch_query=launch_query, refresh=True,
     )
     # Reserved but never started (a queue job that died before rlaunch ran).
     unreserved = lp.detect_unreserved(expiration_secs=expiration_secs, rerun=True)
     rerun_fizzled: list[int] = []
     if fizzled:
-        query = {**campaign_query(campaign), "state": "FIZZLED"}
+        query = {**tag_query(campaign), "state": "FIZZLED"}
         for fw_id in lp.get_fw_ids(query):
             lp.rerun_fw(fw_id)
             rerun_fizzled.append(fw_id)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+
 def _audit(row: dict[str, Any]) -> str | None:
     a = row.get("audit") or {}
     return f"{a['hits']}/{a['n']}" if a.get("n") else None
@@ -77,15 +78,16 @@ def round_table_text(rows: list[dict[str, Any]]) -> str:
 
 
 def _uri(args: argparse.Namespace) -> str:
-    from flywheel.settings import get_settings
+    """``--uri``, else ``FLYWHEEL_DB_URI``, else the campaign file's, else the default
+    (:func:`flywheel.db.uri.resolve_uri`)."""
+    from flywheel.db.uri import resolve_uri
 
-    if args.uri:
-        return args.uri
-    if args.campaign_file:
+    campaign = None
+    if args.campaign_file and not args.uri:
         from flywheel.config import load_campaign
 
-        return load_campaign(args.campaign_file).database.uri
-    return get_settings().DB_URI or "mongodb://127.0.0.1:27118/flywheel"
+        campaign = load_campaign(args.campaign_file).database.uri
+    return resolve_uri(args.uri, campaign)
 
 
 def _campaign(args: argparse.Namespace) -> str | None:
@@ -126,9 +128,11 @@ def status_main(argv: Sequence[str] | None = None) -> int:
     lost = set(find_lost(make_launchpad(uri), campaign=name,
                          expiration_secs=DEFAULT_EXPIRATION_SECS))
     if lost:
+        from flywheel.db.tags import TAG, fw_tag
+
         for fw in db["fireworks"].find({"fw_id": {"$in": sorted(lost)}},
-                                       {"spec._category": 1, "spec.flywheel": 1}):
-            meta = fw["spec"]["flywheel"]
+                                       {"spec._category": 1, f"spec.{TAG}": 1}):
+            meta = fw_tag(fw)
             fws.append({"campaign": meta["campaign"], "round": meta["round"],
                         "category": fw["spec"].get("_category"), "state": "LOST",
                         "count": 1})

@@ -6,15 +6,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flywheel.db.stores import CampaignDB
     from pymatgen.core import Structure
 
     from flywheel.config import CampaignConfig
+    from flywheel.db.stores import CampaignDB
 
 logger = logging.getLogger(__name__)
-
-CPU = "cpu"
-GPU = "gpu"
 
 
 def campaign_db(config: CampaignConfig) -> CampaignDB:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from flywheel.makers.filter.acquisition import score, select
 
 

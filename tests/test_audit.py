@@ -7,10 +7,14 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from flywheel.makers.filter.acquisition import plan_selection
-from flywheel.makers.hull.metrics import cumulative_enrichment, enrichment, round_metrics
 
 from flywheel.config import campaign_from_dict
+from flywheel.makers.filter.acquisition import plan_selection
+from flywheel.makers.hull.metrics import (
+    cumulative_enrichment,
+    enrichment,
+    round_metrics,
+)
 
 
 def _pool(n=20):
@@ -155,8 +159,9 @@ def test_round_metrics_separate_audit_and_filter_picks():
 
 
 def test_unscorable_candidates_are_counted_with_a_reason():
-    from flywheel.makers.filter.jobs import unscorable_reason
     from pymatgen.core import Lattice, Structure
+
+    from flywheel.makers.filter.jobs import unscorable_reason
 
     rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.3), ["Li", "O"],
                                          [[0, 0, 0], [0.5, 0.5, 0.5]])

@@ -19,9 +19,13 @@ import random
 
 import numpy as np
 import pytest
-from flywheel.makers.filter.composition import formation_energy_data, rank_compositions
-from flywheel.makers.hull.engine import HullEngine, parse_composition
 from pymatgen.core import Composition
+
+from flywheel.makers.generate.composition_model import (
+    formation_energy_data,
+    rank_compositions,
+)
+from flywheel.makers.hull.engine import HullEngine, parse_composition
 
 EMT_ELEMENTS = ["Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au"]
 _A0 = {"Al": 4.05, "Ni": 3.52, "Cu": 3.61, "Pd": 3.89, "Ag": 4.09, "Pt": 3.92,
@@ -171,7 +175,7 @@ def test_ranking_on_mp_formation_energies(shared_data):
 
 
 # --------------------------------------------------------------------------- #
-# Wiring: rss_compositions with a campaign database
+# Wiring: choose_rss_compositions with a campaign database
 # --------------------------------------------------------------------------- #
 def _config(db_uri: str, **random_search):
     from flywheel.config import CampaignConfig
@@ -253,18 +257,21 @@ def test_generate_ranks_rss_compositions_with_campaign_data(emt_rows, db_uri, ca
 def test_rss_compositions_fall_back_to_seeded_random(emt_rows, db_uri, caplog):
     """Fall back to the seeded random choice (logged) with too few results."""
     from flywheel.makers.common import campaign_db
-    from flywheel.makers.generate.jobs import known_formula_counts, rss_compositions
+    from flywheel.makers.generate.jobs import (
+        choose_rss_compositions,
+        known_formula_counts,
+    )
 
     config = _config(db_uri, min_training_materials=20)
     db = campaign_db(config)
     _store(db, emt_rows[:19])  # 7 elements + 12 binaries: 19 < 20
     known = known_formula_counts(db, 1)
     with caplog.at_level(logging.INFO, logger="flywheel.makers.generate.jobs"):
-        chosen = rss_compositions(config, known, 1, db)
+        chosen = choose_rss_compositions(config, known, 1, db)[0]
     assert chosen == _legacy_random(config, known, 1)
     assert any("19 compositions with formation energies" in r.getMessage()
                and "seeded random choice" in r.getMessage() for r in caplog.records)
 
     off = _config(db_uri, rank_by_composition_model=False, min_training_materials=2)
-    assert rss_compositions(off, known, 1, db) == _legacy_random(off, known, 1)
-    assert rss_compositions(config, known, 1, None) == _legacy_random(config, known, 1)
+    assert choose_rss_compositions(off, known, 1, db)[0] == _legacy_random(off, known, 1)
+    assert choose_rss_compositions(config, known, 1, None)[0] == _legacy_random(config, known, 1)

@@ -13,14 +13,14 @@ from types import MappingProxyType
 
 import numpy as np
 import pytest
+
+from flywheel.config import OracleConfig
 from flywheel.makers.relax.cp2k import (
     Cp2kSettings,
     cp2k_available,
     kpoint_mesh,
     relax_cp2k,
 )
-
-from flywheel.config import OracleConfig
 from tests.structures import fcc
 
 A0 = 5.55  # Å, 1.6% above this setting's lattice constant (5.464 Å)

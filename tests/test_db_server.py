@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from flywheel.db.errors import DatabaseUnreachableError, ServerError, check_reachable
 from flywheel.db.server import LocalServer, is_reachable
 from flywheel.launchers import db_cli

@@ -10,20 +10,21 @@ import math
 
 import numpy as np
 import pytest
+
 from flywheel.makers.filter.calibration import (
     CALIBRATED_MEAN_ABS_Z,
     calibration_report,
     classification_metrics,
     generator_budget_split,
 )
-from flywheel.makers.filter.composition import (
+from flywheel.makers.filter.tta import best_scale, predict_with_tta, scaled_copies
+from flywheel.makers.generate.composition_model import (
     featurize,
     load_composition_model,
     predict_compositions,
     save_composition_model,
     train_composition_model,
 )
-from flywheel.makers.filter.tta import best_scale, predict_with_tta, scaled_copies
 
 
 # --------------------------------------------------------------------------- #
@@ -119,6 +120,7 @@ def test_tta_with_unit_scale_equals_predict_energies(tiny_models, candidates):
 def test_tta_min_below_mean_and_batching_invariance(tiny_models, candidates):
     """TTA min <= mean over scalings; batching does not change energies."""
     import torch
+
     from flywheel.makers.filter.core import predict_energies
 
     dtype = torch.get_default_dtype()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import yaml
+
 from flywheel.launchers.cli import main as cli
 
 

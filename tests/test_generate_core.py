@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flywheel.makers.generate.core import Candidate, dedup, substitution_candidates
 from pymatgen.core import Element, Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
+from flywheel.makers.generate.core import Candidate, dedup, substitution_candidates
 from tests.structures import (
     cscl as _cscl,
 )

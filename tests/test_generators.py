@@ -6,6 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
+from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.core.operations import SymmOp
+
 from flywheel.makers.generate.compositions import (
     admission_reason,
     enumerate_compositions,
@@ -25,9 +28,6 @@ from flywheel.makers.generate.saps import (
     saps_candidates,
     substitution_pairs,
 )
-from pymatgen.core import Composition, Lattice, Structure
-from pymatgen.core.operations import SymmOp
-
 from tests.structures import (
     cscl as _cscl,
 )

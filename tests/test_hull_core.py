@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 
 import pytest
-from flywheel.makers.hull.core import HullIndex, touched_systems, update_hull
-from flywheel.makers.hull.metrics import round_metrics
 from pymatgen.core import Composition
 from pymatgen.entries.computed_entries import ComputedEntry
+
+from flywheel.makers.hull.core import HullIndex, touched_systems, update_hull
+from flywheel.makers.hull.metrics import round_metrics
 
 
 def _e(formula: str, e_per_atom: float, eid: str) -> ComputedEntry:

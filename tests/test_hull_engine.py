@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition
+
 from flywheel.makers.hull.engine import (
     HullEngine,
     HullEntry,
@@ -15,8 +18,6 @@ from flywheel.makers.hull.engine import (
     parse_composition,
     solve_systems,
 )
-from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-from pymatgen.core import Composition
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METHODS = ("auto", "qhull", "lp")

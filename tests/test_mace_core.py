@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from flywheel.makers.filter.core import (
     load_models,
     predict_energies,

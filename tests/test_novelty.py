@@ -40,8 +40,8 @@ def _mp(entry_id: str):
 
 def _store(db, material_id: str, structure, energy_per_atom: float, generator: str,
            round_index: int = 1) -> None:
+    from flywheel.makers.relax.core import OracleResult
     from flywheel.makers.relax.jobs import store_result
-    from flywheel.makers.relax.run import OracleResult
 
     cand = {"candidate_id": material_id, "generator": generator,
             "selected_by": "filter"}

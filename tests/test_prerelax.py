@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pymatgen.core import Lattice, Structure
+
 from flywheel.makers.filter.prerelax import (
     calculator_evaluator,
     chgnet_evaluator,
@@ -16,8 +18,6 @@ from flywheel.makers.filter.prerelax import (
     prerelax_structures,
     relax_lockstep,
 )
-from pymatgen.core import Lattice, Structure
-
 from tests.structures import rocksalt
 from tests.test_mace_core import make_emt_frames
 
@@ -160,8 +160,9 @@ def _strained_cual(n: int, seed: int) -> list:
 
 def test_mace_prerelax_lowers_its_energy_and_equals_mace_calculator(tiny_mace):
     """Batched MACE lockstep == FIRE driven by mace's MACECalculator; energy drops."""
-    from flywheel.makers.filter.core import load_models, predict_energies
     from mace.calculators import MACECalculator
+
+    from flywheel.makers.filter.core import load_models, predict_energies
 
     cells = _strained_cual(3, seed=7)
     batched = prerelax_structures(cells, "mace", mace_model=tiny_mace, steps=15,
@@ -201,12 +202,11 @@ def test_filter_prerelaxes_once_and_scores_the_relaxed_structures(
     With prerelax='mace' the relaxed structures are stored (original kept) and
     scored, and not relaxed again when the pool is rescored.
     """
+    from flywheel.config import CampaignConfig
     from flywheel.makers.common import campaign_db, structure_fields
     from flywheel.makers.filter import prerelax
     from flywheel.makers.filter.core import load_models, predict_energies
     from flywheel.makers.filter.jobs import FilterMaker
-
-    from flywheel.config import CampaignConfig
 
     config = CampaignConfig(
         name="pre", chemistry={"elements": ["Al", "Cu"]},

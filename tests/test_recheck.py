@@ -129,7 +129,7 @@ def test_recheck_flow_with_chgnet_r2scan(db_uri):
     """The re-check relaxes Si, C and SiC with CHGNet's r²SCAN weights and judges SiC."""
     from jobflow import run_locally
 
-    from flywheel.makers.recheck.jobs import recheck_flow
+    from flywheel.workflows.recheck import recheck_flow
 
     config, db, gga_decomp = _sic_campaign(db_uri)
 

@@ -90,11 +90,9 @@ def test_a_mixed_hull_is_refused(tmp_path, db_uri, shared_data):
 def test_recompute_selection_is_the_window_of_the_source_hull(tmp_path, db_uri,
                                                               shared_data):
     from flywheel.makers.common import campaign_db
+    from flywheel.makers.hull.core import hull_entries
     from flywheel.makers.seeds.jobs import reference_candidates
-    from flywheel.makers.seeds.references import (
-        hull_reference_entries,
-        store_references,
-    )
+    from flywheel.makers.seeds.references import store_references
 
     src = shared_data / "mp_Li-Fe-O_entries.json.gz"
     config = load_campaign(_campaign(tmp_path, db_uri, references=[str(src)],
@@ -111,13 +109,14 @@ def test_recompute_selection_is_the_window_of_the_source_hull(tmp_path, db_uri,
     assert on_hull <= {c.reference_id for c in cands}
     assert all(c.generator == "reference" and c.is_reference for c in cands)
     # recomputed: the references' own energies stay out of the hull
-    assert hull_reference_entries(db, config) == []
+    assert hull_entries(db, config) == []
 
 
 def test_missing_elemental_reference_fails_before_submit(tmp_path, db_uri, capsys):
+    from pymatgen.core import Lattice, Structure
+
     from flywheel.db.stores import get_database
     from flywheel.launchers.cli import main as cli
-    from pymatgen.core import Lattice, Structure
 
     # seeds without built-ins: only an Li metal file; no reference file
     Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]]

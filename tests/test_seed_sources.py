@@ -10,6 +10,9 @@ import zipfile
 from typing import TYPE_CHECKING
 
 import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+
 from flywheel.makers.seeds.mp_api import mp_api_entries
 from flywheel.makers.seeds.sources import (
     GNOME_SUMMARY,
@@ -19,9 +22,6 @@ from flywheel.makers.seeds.sources import (
     load_entries,
     load_structures,
 )
-from pymatgen.core import Lattice, Structure
-from pymatgen.io.cif import CifWriter
-
 from tests.structures import cscl, rocksalt
 
 if TYPE_CHECKING:

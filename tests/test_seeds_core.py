@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from flywheel.makers.seeds.core import (
-    Seed,
-    builtin_seeds,
-    check_structure,
-    elemental_reference,
-    load_seed_file,
-)
 from monty.serialization import dumpfn
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import DummySpecies, Element, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
+
+from flywheel.makers.generate.structures import check_structure
+from flywheel.makers.seeds.core import (
+    Seed,
+    builtin_seeds,
+    elemental_reference,
+    load_seed_file,
+)
 
 
 @pytest.fixture(scope="module")

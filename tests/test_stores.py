@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from flywheel.db.stores import (
-    CampaignDB,
-    make_jobstore,
-    make_launchpad,
+
+from flywheel.db.stores import CampaignDB, make_jobstore, make_launchpad
+from flywheel.db.uri import (
+    is_loopback_uri,
+    redact_uri,
+    resolve_uri,
     split_uri,
+    uri_port,
     with_database,
 )
 
@@ -16,6 +19,32 @@ def test_uri_helpers():
     assert split_uri("mongodb://h:1/abc?authSource=admin")[1] == "abc"
     assert split_uri("mongodb://h:1")[1] == "flywheel"
     assert with_database("mongodb://u:p@h:1/x?tls=true", "y") == "mongodb://u:p@h:1/y?tls=true"
+    assert redact_uri("mongodb://me:secret@h:1/x") == "mongodb://me:***@h:1/x"
+    assert uri_port("mongodb://u:p@127.0.0.1:27118,h2:5/x") == 27118
+    assert uri_port("mongodb://h/x") == 27017
+    assert uri_port("mongodb://[::1]:4000/x") == 4000
+    assert is_loopback_uri("mongodb://127.0.0.1:27118/flywheel")
+    assert is_loopback_uri("mongodb://u:p@localhost:1,[::1]:2/x")
+    assert not is_loopback_uri("mongodb://127.0.0.1:1,db.example.org:2/x")
+    assert not is_loopback_uri("mongodb+srv://localhost/x")
+
+
+def test_which_uri_wins(monkeypatch):
+    """--uri, then FLYWHEEL_DB_URI, then the campaign file, then the default."""
+    from flywheel.settings import DEFAULT_URI, get_settings
+
+    monkeypatch.delenv("FLYWHEEL_DB_URI", raising=False)
+    get_settings.cache_clear()
+    assert resolve_uri() == DEFAULT_URI == "mongodb://127.0.0.1:27118/flywheel"
+    assert resolve_uri(None, "mongodb://camp/x") == "mongodb://camp/x"
+    monkeypatch.setenv("FLYWHEEL_DB_URI", "mongodb://env/x")
+    get_settings.cache_clear()
+    try:
+        assert resolve_uri(None, "mongodb://camp/x") == "mongodb://env/x"
+        assert resolve_uri("mongodb://cli/x", "mongodb://camp/x") == "mongodb://cli/x"
+    finally:
+        monkeypatch.delenv("FLYWHEEL_DB_URI")
+        get_settings.cache_clear()
 
 
 def test_campaign_db_indexes_and_gridfs(db_uri):

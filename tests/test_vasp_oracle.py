@@ -172,8 +172,9 @@ def test_parsed_energy_is_the_executables_energy(relaxed_feo):
 
 
 def test_mp2020_correction_applied_exactly_once(relaxed_feo):
-    from flywheel.makers.relax.vasp import apply_mp2020
     from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    from flywheel.makers.relax.vasp import apply_mp2020
 
     db, cid = relaxed_feo["db"], relaxed_feo["cid"]
     doc = db.materials.find_one(db.q(material_id=cid))
@@ -221,10 +222,11 @@ def test_hull_entry_against_mp_references(relaxed_feo, shared_data):
     """The corrected entry is placed on the Materials Project Li-Fe-O hull (MP2020
     corrected GGA/GGA+U energies): a compatible hull, as a VASP campaign builds it.
     """
-    from flywheel.makers.hull.engine import HullEngine
     from monty.serialization import loadfn
     from pymatgen.analysis.phase_diagram import PhaseDiagram
     from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    from flywheel.makers.hull.engine import HullEngine
 
     db, cid = relaxed_feo["db"], relaxed_feo["cid"]
     doc = db.materials.find_one(db.q(material_id=cid))

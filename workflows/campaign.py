@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flywheel.makers.common import CPU, campaign_db
-from flywheel.workflows.round import RoundMaker, set_category
 from jobflow import Flow, Maker, Response, job
+
+from flywheel.db.tags import CPU, tag_job
+from flywheel.makers.common import campaign_db
+from flywheel.workflows.round import RoundMaker
 
 if TYPE_CHECKING:
     from flywheel.config import CampaignConfig
@@ -52,8 +54,8 @@ def round_flow(
     """Round ``round_index`` followed by its closing job."""
     body = round_maker.make(config, round_index)
     close = close_round(config, round_index, round_maker, body.output)
-    set_category(close, CPU, config.name, round_index, "close")
-    close.name = f"{config.name} r{round_index} close"
+    tag_job(close, CPU, config.name, round_index, "close",
+            name=f"{config.name} r{round_index} close")
     return Flow([body, close], output=close.output, name=f"{config.name} r{round_index}")
 
 
@@ -62,6 +64,7 @@ def calibration(materials: list[dict]) -> dict | None:
     (energy per atom: predicted mean ± spread vs oracle; see ``calibration_report``).
     """
     import numpy as np
+
     from flywheel.makers.filter.calibration import calibration_report
 
     scored = [m for m in materials if m.get("prediction")]

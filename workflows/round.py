@@ -11,47 +11,20 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flywheel.makers.common import CPU, GPU
+from jobflow import Flow, Maker, Response, job
+
+from flywheel.db.tags import CPU, GPU, tag_job
 from flywheel.makers.filter.jobs import FilterMaker
 from flywheel.makers.generate.jobs import GenerateMaker
 from flywheel.makers.hull.jobs import HullMaker
 from flywheel.makers.relax.jobs import RelaxMaker
 from flywheel.makers.seeds.jobs import SeedMaker
 from flywheel.makers.train.jobs import TrainMaker
-from jobflow import Flow, Maker, Response, job
 
 if TYPE_CHECKING:
     from jobflow import Job
 
     from flywheel.config import CampaignConfig
-
-
-def set_category(
-    job: Job, category: str, campaign: str | None = None, round_index: int | None = None,
-    stage: str | None = None, *, tolerate_failed_parents: bool = False,
-) -> Job:
-    """Tag a job with its FireWorks category (``cpu`` or ``gpu``) for the fworkers.
-
-    The ``flywheel`` spec entry (campaign, round, stage) lets ``flywheel status`` count
-    fireworks per round and stage straight from the LaunchPad. With
-    ``tolerate_failed_parents`` the job runs even if a parent fizzled, receiving None
-    for that parent's output (the hull job: a failed oracle chunk must not block the
-    round).
-    """
-    from jobflow import OnMissing
-
-    manager: dict = {"_category": category}
-    if campaign is not None:
-        manager["flywheel"] = {"campaign": campaign, "round": round_index, "stage": stage}
-    config: dict = {"manager_config": manager, "pass_manager_config": False}
-    if tolerate_failed_parents:
-        manager["_allow_fizzled_parents"] = True
-        config["on_missing_references"] = OnMissing.NONE
-    # dynamic=False and pass_manager_config=False: jobflow would otherwise stamp this
-    # job's category and round onto every job it adds at run time (the next round's
-    # gpu jobs included).
-    job.update_config(config, dynamic=False)
-    return job
 
 
 @job
@@ -71,12 +44,11 @@ def relax_selection(
     n_chunks = math.ceil(len(ids) / config.oracle.chunk_size)
     chunks = []
     for k in range(n_chunks):
-        chunk = set_category(
+        chunks.append(tag_job(
             relax_maker.make(config, round_index, ids, k, n_chunks), CPU, config.name,
             round_index, "relax",
-        )
-        chunk.name = f"{config.name} r{round_index} relax {k + 1}/{n_chunks}"
-        chunks.append(chunk)
+            name=f"{config.name} r{round_index} relax {k + 1}/{n_chunks}",
+        ))
     output = {"selected": len(ids), "chunks": n_chunks}
     if not chunks:
         return Response(output=output)
@@ -116,9 +88,8 @@ class RoundMaker(Maker):
         name, r = config.name, round_index
 
         def tag(job: Job, category: str, stage: str, **kwargs: Any) -> Job:
-            set_category(job, category, name, r, stage, **kwargs)
-            job.name = f"{name} r{r} {stage}"
-            return job
+            return tag_job(job, category, name, r, stage, name=f"{name} r{r} {stage}",
+                           **kwargs)
 
         if round_index == 0:
             first = tag(self.seeds.make(config), CPU, "seeds")

@@ -9,26 +9,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flywheel.makers.common import campaign_db, limit_threads
 from jobflow import Maker, job
 
+from flywheel.makers.common import campaign_db, limit_threads
+
 if TYPE_CHECKING:
+    from flywheel.config import CampaignConfig
     from flywheel.db.stores import CampaignDB
     from flywheel.makers.schemas import FilterOutput
-
-    from flywheel.config import CampaignConfig
 
 logger = logging.getLogger(__name__)
 
 
 def current_hull(db: CampaignDB, config: CampaignConfig):
     """Return a HullEngine over the campaign's hull entries (oracle results and, on
-    the same energy scale, references; :func:`~flywheel.makers.hull.jobs.hull_entries`).
+    the same energy scale, references; :func:`~flywheel.makers.hull.core.hull_entries`).
 
     ``hull_energy(composition)`` is None where an elemental reference is missing.
     """
+    from flywheel.makers.hull.core import hull_entries
     from flywheel.makers.hull.engine import HullEngine
-    from flywheel.makers.hull.jobs import hull_entries
 
     return HullEngine(hull_entries(db, config))
 
@@ -99,9 +99,10 @@ def prerelax_pool(
     dict
         Counts: ``prerelaxed`` (attempted), ``failed``, ``skipped`` (done before).
     """
-    from flywheel.makers.filter.prerelax import prerelax_structures
     from monty.json import jsanitize
     from pymongo import UpdateOne
+
+    from flywheel.makers.filter.prerelax import prerelax_structures
 
     idx = [i for i, t in enumerate(todo) if t]
     counts = {"prerelaxed": len(idx), "failed": 0, "skipped": len(todo) - len(idx)}
@@ -153,13 +154,13 @@ class FilterMaker(Maker):
         from collections import Counter
 
         import numpy as np
+        from pymatgen.core import Structure
+        from pymongo import UpdateOne
+
         from flywheel.makers.filter.acquisition import plan_selection, score
         from flywheel.makers.filter.core import load_models, predict_energies
         from flywheel.makers.filter.tta import predict_with_tta
         from flywheel.makers.schemas import FilterOutput
-        from pymatgen.core import Structure
-        from pymongo import UpdateOne
-
         from flywheel.settings import get_settings
 
         limit_threads()

@@ -387,6 +387,7 @@ def mace_evaluator(
     """
     import torch
     from ase.stress import full_3x3_to_voigt_6_stress
+
     from flywheel.makers.filter.core import (
         CPU_MAX_EDGES,
         _batches,

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
 from flywheel.makers.filter.core import _to_atoms, predict_energies
 
 if TYPE_CHECKING:

@@ -87,9 +87,10 @@ def admit_candidates(
     """
     import random
 
-    from flywheel.makers.generate.dedup import fast_dedup
-    from flywheel.makers.seeds.core import check_structure
     from pymongo import UpdateOne
+
+    from flywheel.makers.generate.dedup import fast_dedup
+    from flywheel.makers.generate.structures import check_structure
 
     reasons: Counter[str] = Counter()
     sane = []
@@ -147,11 +148,7 @@ def admit_candidates(
         ops.append(
             UpdateOne(db.q(candidate_id=cid), {"$setOnInsert": doc}, upsert=True)
         )
-        if len(ops) >= WRITE_BATCH:
-            db.candidates.bulk_write(ops, ordered=False)
-            ops = []
-    if ops:
-        db.candidates.bulk_write(ops, ordered=False)
+    db.bulk_write("candidates", ops, batch=WRITE_BATCH)
     logger.info(
         "round %d: %d generated, %d rejected, %d duplicates, %d stored",
         round_index, len(candidates), sum(reasons.values()), n_batch + n_known, len(kept),

@@ -217,10 +217,11 @@ def _rescale(child: Structure, parent: Structure, element_level: bool) -> Struct
     Element level: ratio of summed elemental solid volumes (Vegard-like); Slater
     atomic radii would e.g. shrink bcc Fe -> Li to 13 Å^3/atom instead of ~22.
     """
-    from flywheel.makers.seeds.core import atomic_volume
     from pymatgen.analysis.structure_prediction.volume_predictor import (
         RLSVolumePredictor,
     )
+
+    from flywheel.makers.generate.structures import atomic_volume
 
     scaled = child.copy()
     if element_level:

@@ -60,8 +60,9 @@ from pymatgen.core import Composition, Structure
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable, Sequence
 
-    from flywheel.makers.generate.core import Candidate
     from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from flywheel.makers.generate.core import Candidate
 
 __all__ = ["LEVELS", "fast_dedup", "fingerprint", "isometry_key", "match_structures"]
 

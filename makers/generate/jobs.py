@@ -9,17 +9,18 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flywheel.makers.common import campaign_db
 from jobflow import Maker, job
 
+from flywheel.makers.common import campaign_db
+
 if TYPE_CHECKING:
-    from flywheel.db.stores import CampaignDB
-    from flywheel.makers.filter.composition import CompositionRanking
-    from flywheel.makers.generate.core import Candidate
-    from flywheel.makers.schemas import GenerateOutput
     from pymatgen.core import Structure
 
     from flywheel.config import CampaignConfig
+    from flywheel.db.stores import CampaignDB
+    from flywheel.makers.generate.composition_model import CompositionRanking
+    from flywheel.makers.generate.core import Candidate
+    from flywheel.makers.schemas import GenerateOutput
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +52,6 @@ def tuned_for_novelty(
     return [c for c in candidates if known[c.formula] < max_known]
 
 
-def rss_compositions(
-    config: CampaignConfig,
-    known: Counter[str],
-    round_index: int,
-    db: CampaignDB | None = None,
-) -> list[str]:
-    """Compositions for random search this round (:func:`choose_rss_compositions`)."""
-    return choose_rss_compositions(config, known, round_index, db)[0]
-
-
 def choose_rss_compositions(
     config: CampaignConfig,
     known: Counter[str],
@@ -76,7 +67,7 @@ def choose_rss_compositions(
     ``min_training_materials`` compositions with oracle formation energies in
     ``db``, the ``compositions_per_round`` with the lowest predicted
     decomposition energy
-    (:func:`~flywheel.makers.filter.composition.rank_compositions`); otherwise a
+    (:func:`~flywheel.makers.generate.composition_model.rank_compositions`); otherwise a
     seeded random choice.
 
     Returns
@@ -138,7 +129,7 @@ def rank_by_composition_model(
     ranking is None, logged, when fewer than ``min_training_materials``
     compositions have a formation energy; the string says why or what was done.
     """
-    from flywheel.makers.filter.composition import (
+    from flywheel.makers.generate.composition_model import (
         formation_energy_data,
         rank_compositions,
     )
@@ -240,8 +231,9 @@ class GenerateMaker(Maker):
         ``previous`` is the output of the job this one must follow (it orders the
         graph; its value is not used).
         """
-        from flywheel.makers.generate.admit import admit_candidates
         from pymatgen.core import Structure
+
+        from flywheel.makers.generate.admit import admit_candidates
 
         db = campaign_db(config)
         parents = [

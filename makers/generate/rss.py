@@ -7,8 +7,8 @@ positions can hold that many atoms of each element
 symmetric crystal (its own minimum distances: ``min_distance_factor`` times the sum
 of pyxtal's covalent radii).  The crystal is then rescaled to
 ``volume_factor`` times the sum of elemental solid volumes
-(:func:`flywheel.makers.seeds.core.atomic_volume`: Li 21.6, Fe 11.8, O 17.4 Å³) and
-kept only if :func:`~flywheel.makers.seeds.core.check_structure` passes with
+(:func:`flywheel.makers.generate.structures.atomic_volume`: Li 21.6, Fe 11.8, O 17.4 Å³) and
+kept only if :func:`~flywheel.makers.generate.structures.check_structure` passes with
 ``covalent_factor=min_distance_factor`` (no pair closer than that fraction of the
 sum of Cordero covalent radii, none closer than 0.5 Å).  So every returned
 structure has exactly ``Z`` times the requested composition and meets the distance
@@ -28,8 +28,9 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flywheel.makers.generate.core import Candidate
 from pymatgen.core import Composition, Structure
+
+from flywheel.makers.generate.core import Candidate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -74,7 +75,7 @@ def _memoized_default_tolerance() -> Iterator[None]:
 
 def target_volume(composition: Composition, volume_factor: float = 1.0) -> float:
     """``volume_factor`` times the summed elemental solid volumes (Å³)."""
-    from flywheel.makers.seeds.core import atomic_volume
+    from flywheel.makers.generate.structures import atomic_volume
 
     return volume_factor * sum(atomic_volume(el) * n
                                for el, n in composition.element_composition.items())
@@ -82,7 +83,7 @@ def target_volume(composition: Composition, volume_factor: float = 1.0) -> float
 
 def _valid(structure: Structure, composition: Composition,
            min_distance_factor: float) -> str | None:
-    from flywheel.makers.seeds.core import check_structure
+    from flywheel.makers.generate.structures import check_structure
 
     comp = structure.composition.element_composition
     factor = comp.num_atoms / composition.num_atoms

@@ -64,8 +64,9 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
-from flywheel.makers.generate.core import Candidate
 from pymatgen.core import Element, Species, Structure
+
+from flywheel.makers.generate.core import Candidate
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -184,7 +185,7 @@ def _child(parent: Structure, sites: Iterable[int], new: str,
         species[i] = new
     child = Structure(parent.lattice, species, parent.frac_coords)
     if scale_volume:
-        from flywheel.makers.seeds.core import atomic_volume
+        from flywheel.makers.generate.structures import atomic_volume
 
         # Vegard-like, as the element-level substitution model does in core._rescale.
         def _total(symbols: Iterable[str]) -> float:

@@ -19,7 +19,17 @@ if TYPE_CHECKING:
     from pymatgen.core import Composition
     from pymatgen.entries.computed_entries import ComputedEntry
 
+    from flywheel.config import CampaignConfig
+    from flywheel.db.stores import CampaignDB
+
 logger = logging.getLogger(__name__)
+
+
+def hull_entries(db: CampaignDB, config: CampaignConfig) -> list[tuple[str, str, float]]:
+    """Every entry of the campaign's hull, ``(id, formula, energy per atom)``: its
+    oracle results and, when round 0 did not recompute them (then they share the
+    oracle's scale only as its own results), the references with their energies."""
+    return db.hull_entries(references=not config.recomputes_references())
 
 
 def chemsys_of(elements: Iterable[str]) -> str:

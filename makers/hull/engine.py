@@ -19,6 +19,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
+
 from flywheel.makers.hull.core import HullResult
 
 if TYPE_CHECKING:

@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flywheel.makers.common import campaign_db
 from jobflow import Maker, job
 
-if TYPE_CHECKING:
-    from flywheel.makers.schemas import HullOutput
+from flywheel.makers.common import campaign_db
 
+if TYPE_CHECKING:
     from flywheel.config import CampaignConfig
+    from flywheel.makers.schemas import HullOutput
 
 logger = logging.getLogger(__name__)
 
@@ -21,20 +21,6 @@ def _same(old: object, new: object) -> bool:
     if isinstance(new, float) and isinstance(old, float):
         return abs(old - new) <= 1e-12
     return old == new
-
-
-def hull_entries(db, config: CampaignConfig) -> list[tuple[str, str, float]]:
-    """Every entry of the campaign's hull: its oracle results and, on the same energy
-    scale, the reference entries (:func:`~flywheel.makers.seeds.references.
-    hull_reference_entries`).
-    """
-    from flywheel.makers.seeds.references import hull_reference_entries
-
-    return [
-        (d["material_id"], d["formula"], d["energy_per_atom"])
-        for d in db.materials.find(
-            db.q(), {"material_id": 1, "formula": 1, "energy_per_atom": 1})
-    ] + hull_reference_entries(db, config)
 
 
 def polymorph_energies(
@@ -95,11 +81,12 @@ class HullMaker(Maker):
         """
         from collections import Counter
 
-        from flywheel.makers.hull.core import touched_systems
+        from pymongo import UpdateOne
+
+        from flywheel.makers.hull.core import hull_entries, touched_systems
         from flywheel.makers.hull.engine import HullEngine
         from flywheel.makers.hull.novelty import is_discovery, judge_new_materials
         from flywheel.makers.schemas import HullOutput
-        from pymongo import UpdateOne
 
         db = campaign_db(config)
         tol = config.hull.on_hull_tolerance

@@ -1,7 +1,7 @@
-"""The r²SCAN re-check as a jobflow flow: select, relax in chunks, summarize.
+"""The r²SCAN re-check's jobs: relax a chunk, summarize.
 
-``flywheel recheck CAMPAIGN.yaml`` submits it (after or during a campaign) to the same
-LaunchPad; its fireworks are cpu jobs like the oracle's. Results go to the
+The flow that selects the set and adds these jobs is
+:mod:`flywheel.workflows.recheck`. Results go to the
 ``fidelity`` collection (one document per material and fidelity, so a rerun never
 repeats a calculation), the verdicts to ``materials.r2scan`` and a summary document to
 ``rechecks``.
@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jobflow import Maker, job
+
 from flywheel.makers.common import campaign_db, limit_threads
-from jobflow import Maker, Response, job
 
 if TYPE_CHECKING:
     from flywheel.config import CampaignConfig
@@ -41,7 +42,7 @@ class RecheckRelaxMaker(Maker):
 
         from flywheel.makers.common import structure_fields
         from flywheel.makers.relax import run
-        from flywheel.makers.relax.jobs import chunk_ids
+        from flywheel.makers.relax.core import chunk_ids
 
         limit_threads()
         db = campaign_db(config)
@@ -110,8 +111,7 @@ class RecheckSummaryMaker(Maker):
         summary = summarize_recheck(disc, recomputed, config.hull.on_hull_tolerance)
         ops = [UpdateOne(db.q(material_id=mid), {"$set": {FIDELITY: rec}})
                for mid, rec in summary["materials"].items()]
-        if ops:
-            db.materials.bulk_write(ops, ordered=False)
+        db.bulk_write("materials", ops)
         doc = {k: v for k, v in summary.items() if k != "materials"}
         db.rechecks.update_one(
             db.q(fidelity=FIDELITY),
@@ -122,67 +122,3 @@ class RecheckSummaryMaker(Maker):
         logger.info("r2SCAN re-check: %s of %s discoveries survive",
                     summary["n_survived"], summary["n_checked"])
         return doc
-
-
-@dataclass
-class RecheckMaker(Maker):
-    """Select the discoveries and their competing phases, then add the relax chunks
-    and the summary to the workflow.
-
-    Parameters
-    ----------
-    name
-        Job name.
-    max_materials
-        Discoveries re-checked at most (most negative decomposition energy first).
-    chunk_size
-        Relaxations per FireWorks job.
-    """
-
-    name: str = "recheck select"
-    max_materials: int = 50
-    chunk_size: int = 1
-
-    @job
-    def make(self, config: CampaignConfig) -> Response:
-        """Choose the set from the campaign's current hull."""
-        from jobflow import Flow
-
-        from flywheel.makers.recheck.core import select_recheck
-        from flywheel.makers.common import CPU
-        from flywheel.workflows.round import set_category
-
-        db = campaign_db(config)
-        materials = list(db.materials.find(
-            db.q(), {"material_id": 1, "chemsys": 1, "stable": 1, "discovery": 1,
-                     "decomposition_energy": 1}))
-        discoveries, competitors = select_recheck(materials, self.max_materials)
-        ids = discoveries + competitors
-        n_chunks = max(1, -(-len(ids) // self.chunk_size)) if ids else 0
-        chunks = [
-            set_category(RecheckRelaxMaker().make(config, ids, i, n_chunks), CPU,
-                         config.name, None, STAGE)
-            for i in range(n_chunks)
-        ]
-        summary = set_category(
-            RecheckSummaryMaker().make(config, discoveries, [c.output for c in chunks]),
-            CPU, config.name, None, STAGE, tolerate_failed_parents=True,
-        )
-        logger.info("re-checking %d discoveries with %d competing phases",
-                    len(discoveries), len(competitors))
-        return Response(
-            output={"discoveries": discoveries, "competitors": competitors},
-            # No flow output: jobflow would add an uncategorised store_inputs job that
-            # no cpu/gpu fworker runs (nothing reads this job's output anyway).
-            replace=Flow([*chunks, summary], name=f"{config.name} r2SCAN re-check"),
-        )
-
-
-def recheck_flow(config: CampaignConfig):
-    """The re-check flow for ``config`` (one select job that expands at run time)."""
-    from flywheel.makers.common import CPU
-    from flywheel.workflows.round import set_category
-
-    maker = RecheckMaker(max_materials=config.recheck.max_materials,
-                         chunk_size=config.recheck.chunk_size)
-    return set_category(maker.make(config), CPU, config.name, None, "recheck select")

@@ -72,10 +72,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ase import Atoms
-    from flywheel.makers.relax.run import OracleResult
     from pymatgen.core import Structure
 
     from flywheel.config import OracleConfig
+    from flywheel.makers.relax.core import OracleResult
 
 logger = logging.getLogger(__name__)
 
@@ -357,8 +357,9 @@ def _relax_one(structure: Structure, config: OracleConfig,
     from ase import Atoms
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
-    from flywheel.makers.relax.run import OracleResult, subsample_indices
     from pymatgen.io.ase import AseAtomsAdaptor
+
+    from flywheel.makers.relax.core import OracleResult, subsample_indices
 
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell,
@@ -452,7 +453,7 @@ def relax_cp2k(
     ``settings``: how CP2K runs; default :meth:`Cp2kSettings.from_config` (``config``'s
     ``cp2k`` section, else the production defaults).
     """
-    from flywheel.makers.relax.run import OracleResult, ResultSink
+    from flywheel.makers.relax.core import OracleResult, ResultSink
 
     settings = settings or Cp2kSettings.from_config(config)
     done = ResultSink(on_result)

@@ -8,26 +8,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flywheel.makers.common import campaign_db, limit_threads, structure_fields
-from flywheel.makers.relax import run
 from jobflow import Maker, job
 
+from flywheel.makers.common import campaign_db, limit_threads, structure_fields
+from flywheel.makers.relax import run
+from flywheel.makers.relax.core import chunk_ids
+
 if TYPE_CHECKING:
+    from flywheel.config import CampaignConfig
     from flywheel.db.stores import CampaignDB
-    from flywheel.makers.relax.run import OracleResult
+    from flywheel.makers.relax.core import OracleResult
     from flywheel.makers.schemas import RelaxOutput
 
-    from flywheel.config import CampaignConfig
-
 logger = logging.getLogger(__name__)
-
-
-def chunk_ids(ids: list[str], chunk_index: int, n_chunks: int) -> list[str]:
-    """The ids of one chunk: a contiguous slice, chunks differing by at most one."""
-    n = len(ids)
-    lo = (n * chunk_index) // n_chunks
-    hi = (n * (chunk_index + 1)) // n_chunks
-    return ids[lo:hi]
 
 
 def frames_to_bytes(frames: list) -> bytes:
@@ -125,8 +118,9 @@ class RelaxMaker(Maker):
         Candidates that already have an oracle result are skipped, so rerunning a
         chunk after a lost worker never runs the oracle twice for one candidate.
         """
-        from flywheel.makers.schemas import RelaxOutput
         from pymatgen.core import Structure
+
+        from flywheel.makers.schemas import RelaxOutput
 
         limit_threads()
         start = time.perf_counter()

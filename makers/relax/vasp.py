@@ -27,11 +27,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from emmet.core.tasks import TaskDoc
-    from flywheel.makers.relax.run import OracleResult
     from pymatgen.core import Structure
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 
     from flywheel.config import OracleConfig, VaspConfig
+    from flywheel.makers.relax.core import OracleResult
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ def frames_from_tasks(tasks: list[TaskDoc], correction: float, max_frames: int) 
     the entry's correction so the models learn the energies the hull uses.
     """
     from ase import Atoms
-    from flywheel.makers.relax.run import subsample_indices
+
+    from flywheel.makers.relax.core import subsample_indices
 
     steps = []
     for task in tasks:
@@ -192,7 +193,7 @@ def relax_vasp(
     """Relax each structure with the atomate2 MP flow (one at a time; a failure is a
     result with ``error`` set, never an exception).
     """
-    from flywheel.makers.relax.run import OracleResult, ResultSink
+    from flywheel.makers.relax.core import OracleResult, ResultSink
 
     root = Path(workdir or config.vasp.run_dir).resolve()
     done = ResultSink(on_result)

@@ -6,14 +6,14 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flywheel.makers.common import campaign_db
 from jobflow import Maker, job
 
+from flywheel.makers.common import campaign_db
+
 if TYPE_CHECKING:
+    from flywheel.config import CampaignConfig
     from flywheel.db.stores import CampaignDB
     from flywheel.makers.schemas import GenerateOutput
-
-    from flywheel.config import CampaignConfig
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +23,10 @@ def reference_candidates(db: CampaignDB, config: CampaignConfig) -> list:
     (generator ``reference``; :func:`~flywheel.makers.seeds.references.
     recompute_selection`).
     """
+    from pymatgen.core import Structure
+
     from flywheel.makers.generate.core import Candidate
     from flywheel.makers.seeds.references import recompute_selection
-    from pymatgen.core import Structure
 
     return [
         Candidate(Structure.from_dict(d["structure"]), generator="reference",

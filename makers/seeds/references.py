@@ -27,16 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flywheel.db.stores import SCALE_MP2020, SCALE_USER
+
 if TYPE_CHECKING:
-    from flywheel.db.stores import CampaignDB
     from pymatgen.core import Composition, Structure
 
     from flywheel.config import CampaignConfig
+    from flywheel.db.stores import CampaignDB
 
 __all__ = [
     "ENERGIES_CSV",
     "Reference",
-    "hull_reference_entries",
     "missing_elemental_references",
     "read_references",
     "recompute_selection",
@@ -48,10 +49,6 @@ logger = logging.getLogger(__name__)
 #: Energies of a CIF reference folder: columns ``file`` and ``energy_per_atom``
 #: (eV/atom) or ``energy`` (eV per cell of the CIF).
 ENERGIES_CSV = "energies.csv"
-#: Energy scale of MP entries with MP2020 corrections and of the GNoME release.
-SCALE_MP2020 = "MP2020"
-#: Energy scale of energies a user supplied with CIFs (level of theory unknown).
-SCALE_USER = "user"
 
 
 @dataclass
@@ -281,24 +278,3 @@ def recompute_selection(db: CampaignDB, config: CampaignConfig) -> list[dict]:
     return [d for d in docs
             if d.get("source_e_above_hull") is None
             or d["source_e_above_hull"] <= window + 1e-9]
-
-
-def hull_reference_entries(
-    db: CampaignDB, config: CampaignConfig
-) -> list[tuple[str, str, float]]:
-    """The references that join the hull directly, as hull-engine entries with ids
-    prefixed ``ref:`` (they never collide with material ids).
-
-    None when round 0 recomputes the references (their oracle results are campaign
-    materials); otherwise every reference with an energy, except energies a user gave
-    with CIFs (their level of theory is unknown: such references need recomputing).
-    """
-    if config.recomputes_references():
-        return []
-    return [
-        (f"ref:{d['entry_id']}", d["formula_full"], d["energy_per_atom"])
-        for d in db.references.find(
-            db.q(energy_per_atom={"$ne": None}, energy_scale={"$ne": SCALE_USER}),
-            {"entry_id": 1, "formula_full": 1, "energy_per_atom": 1},
-        )
-    ]

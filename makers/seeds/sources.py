@@ -103,7 +103,7 @@ class _Report(list):
 
         Kinds: ``"unreadable"`` (file, block or row could not be parsed),
         ``"outside chemistry"`` (elements not in the filter), ``"failed check"``
-        (:func:`~flywheel.makers.seeds.core.check_structure`), ``"missing"`` (GNoME
+        (:func:`~flywheel.makers.generate.structures.check_structure`), ``"missing"`` (GNoME
         row without CIF or energy), ``"incompatible"`` (rejected by the correction
         scheme), ``"not an entry"``.
         """
@@ -477,7 +477,7 @@ def _filter_structures(
     report: LoadReport, allowed: frozenset[str] | None, check: bool
 ) -> None:
     """Reject, in place, structures outside ``allowed`` or failing the checks."""
-    from flywheel.makers.seeds.core import check_structure
+    from flywheel.makers.generate.structures import check_structure
 
     items = list(report)
     report.clear()
@@ -524,7 +524,7 @@ def load_structures(
         Descend into sub-folders of a plain folder.
     check
         Also reject structures failing
-        :func:`~flywheel.makers.seeds.core.check_structure` (reason kept).
+        :func:`~flywheel.makers.generate.structures.check_structure` (reason kept).
 
     Returns
     -------

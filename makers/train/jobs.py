@@ -9,14 +9,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flywheel.makers.common import campaign_db, limit_threads
 from jobflow import Maker, job
 
+from flywheel.makers.common import campaign_db, limit_threads
+
 if TYPE_CHECKING:
+    from flywheel.config import CampaignConfig, MaceModelConfig
     from flywheel.db.stores import CampaignDB
     from flywheel.makers.schemas import TrainOutput
-
-    from flywheel.config import CampaignConfig, MaceModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ def parallel_members(n_members: int, device: str, threads: int) -> int:
 def train_settings(model: MaceModelConfig, device: str, n_members: int = 1):
     """MaceTrainSettings from the campaign's model section and the machine."""
     from flywheel.makers.train.core import MaceTrainSettings
-
     from flywheel.settings import get_settings
 
     threads = get_settings().NUM_THREADS
@@ -121,7 +120,6 @@ class TrainMaker(Maker):
         """
         from flywheel.makers.schemas import TrainOutput
         from flywheel.makers.train.core import train_ensemble
-
         from flywheel.settings import get_settings
 
         limit_threads()
