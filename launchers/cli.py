@@ -202,14 +202,37 @@ def submit_main(argv: Sequence[str] | None = None) -> int:
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    """``flywheel export``: the campaign workflow as a file for stock ``lpad add``."""
+    """``flywheel export``: the campaign workflow for stock ``lpad add`` (default), or
+    the campaign's results as files (GNoME release layout, CIFs, extended XYZ, JSON)."""
+    from flywheel.makers.hull.export import STRUCTURE_FORMATS
+
     p = argparse.ArgumentParser(prog="flywheel export", description=export_main.__doc__)
     p.add_argument("campaign", help="campaign YAML")
     p.add_argument("-o", "--output", default="-",
-                   help="file (.yaml or .json); '-' writes YAML to stdout")
+                   help="workflow: file (.yaml or .json), '-' writes YAML to stdout; "
+                   "gnome and cif: a folder; extxyz and json: a file")
+    p.add_argument("--format", default="workflow",
+                   choices=["workflow", "gnome", *STRUCTURE_FORMATS],
+                   help="workflow (the FireWorks workflow, default), gnome "
+                   "(stable_materials_summary.csv, stable_materials_hull.csv, "
+                   "by_id/ CIFs), cif, extxyz or json (ComputedStructureEntry list)")
     p.add_argument("--uri", help="override database.uri")
+    sel = p.add_argument_group("which materials (gnome: default --stable; cif, "
+                               "extxyz, json: default all)")
+    sel.add_argument("--stable", action="store_true", help="only entries on the hull")
+    sel.add_argument("--discoveries", action="store_true", help="only discoveries")
+    sel.add_argument("--known", action="store_true",
+                     help="only results that match a known material")
+    sel.add_argument("--chemsys", help="phase diagram, e.g. Li-Fe-O (with subsystems)")
+    sel.add_argument("--formula", help="reduced formula, e.g. LiFeO2")
+    sel.add_argument("--max-ehull", type=float, help="energy above hull ≤ (eV/atom)")
+    sel.add_argument("--round", type=int, help="oracle round")
+    p.add_argument("--zip", action="store_true",
+                   help="gnome: CIFs in by_id.zip instead of the by_id/ folder")
     args = p.parse_args(argv)
     config = _override_uri(_load(args.campaign), args.uri)
+    if args.format != "workflow":
+        return _export_results(config, args)
     from jobflow.managers.fireworks import flow_to_workflow
 
     from flywheel.workflows.campaign import CampaignMaker
@@ -221,6 +244,35 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         wf.to_file(args.output)
         print(f"wrote {args.output}; add it with: lpad add {args.output}",
               file=sys.stderr)
+    return 0
+
+
+def _export_results(config, args: argparse.Namespace) -> int:
+    """``flywheel export --format gnome|cif|extxyz|json``."""
+    from flywheel.db.errors import check_reachable
+    from flywheel.db.queries import material_filter
+    from flywheel.makers.common import campaign_db
+    from flywheel.makers.hull.export import export_gnome, export_materials
+
+    if args.output == "-":
+        print(f"--format {args.format} writes files: give -o", file=sys.stderr)
+        return 2
+    chosen = any([args.stable, args.discoveries, args.known, args.chemsys,
+                  args.formula, args.max_ehull is not None, args.round is not None])
+    query = material_filter(
+        stable=True if args.stable or (args.format == "gnome" and not chosen) else None,
+        discoveries=args.discoveries, known=args.known, chemsys=args.chemsys,
+        formula=args.formula, max_ehull=args.max_ehull, round_index=args.round)
+    check_reachable(config.database.uri)
+    db = campaign_db(config)
+    if args.format == "gnome":
+        out = export_gnome(db, config, args.output, query, zip_cifs=args.zip)
+        print(f"wrote {out['n_materials']} materials and {out['n_hull_entries']} hull "
+              f"entries to {args.output} (GNoME layout: {out['summary']}, "
+              f"{out['hull']}, {out['structures']})")
+    else:
+        out = export_materials(db, query, args.output, args.format)
+        print(f"wrote {out['n_materials']} materials to {out['output']}")
     return 0
 
 
