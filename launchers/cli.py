@@ -18,7 +18,9 @@ commands:
   init     write an example campaign and the FireWorks/jobflow files
   run      run a campaign locally (local database server + cpu and gpu workers)
   submit   add a campaign to the configured LaunchPad (for qlaunch on a cluster)
-  export   write the campaign workflow for stock `lpad add`
+  export   write the campaign workflow for stock `lpad add`, or (--format) the
+           results as files: GNoME release layout, CIF, extended XYZ, JSON entries
+  report   write the campaign report (HTML page + plots)
   status   rounds and fireworks per round, category and state (incl. lost)
   recover  rerun lost fireworks (killed workers) and, with --fizzled, fizzled ones
   recheck  re-check discoveries at r2SCAN fidelity (VASP r2SCAN or CHGNet-r2SCAN)
@@ -138,6 +140,11 @@ def run_main(argv: Sequence[str] | None = None) -> int:
               "(seeds, duplicates, or within the tolerance of the hull)")
         print(f"list them with: flywheel query {args.campaign} --discoveries "
               "(new) or --known (rediscoveries, with their ids)")
+        if rows:
+            try:
+                print(f"report: {_write_report(config, directory / 'report')}")
+            except Exception as exc:  # a plot must never hide the campaign's result
+                print(f"no report written: {exc}", file=sys.stderr)
         if args.stop_server:
             from flywheel.db.server import LocalServer
             from flywheel.db.uri import uri_port
@@ -309,6 +316,31 @@ def recover_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def report_main(argv: Sequence[str] | None = None) -> int:
+    """``flywheel report``: the campaign report, one HTML page plus PNGs."""
+    p = argparse.ArgumentParser(prog="flywheel report", description=report_main.__doc__)
+    p.add_argument("campaign", help="campaign YAML")
+    p.add_argument("-o", "--output",
+                   help="folder (default: campaigns/<name>/report)")
+    p.add_argument("--uri", help="override database.uri")
+    args = p.parse_args(argv)
+    config = _override_uri(_load(args.campaign), args.uri)
+    from flywheel.db.errors import check_reachable
+
+    check_reachable(config.database.uri)
+    page = _write_report(config, Path(args.output or Path("campaigns") / config.name
+                                      / "report"))
+    print(f"report: {page}")
+    return 0
+
+
+def _write_report(config, directory: Path) -> Path:
+    from flywheel.makers.common import campaign_db
+    from flywheel.makers.hull.report import write_report
+
+    return write_report(campaign_db(config), config, directory)
+
+
 def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
     from flywheel.launchers import db_cli, results_cli
 
@@ -317,6 +349,7 @@ def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
         "run": run_main,
         "submit": submit_main,
         "export": export_main,
+        "report": report_main,
         "status": results_cli.status_main,
         "query": results_cli.query_main,
         "recover": recover_main,

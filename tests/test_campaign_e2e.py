@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,14 @@ def test_tiny_campaign_end_to_end(tmp_path, db_uri, capsys):
     assert "hit rate" in out and "entries on the hull" in out
     assert "base rate" in out and "enrichment" in out
 
+    # the report: one page, its plots, readable in a headless browser
+    report = tmp_path / "camp" / "report"
+    assert f"report: {report / 'index.html'}" in out
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    assert {"hit_rate.png", "parity.png", "scaling.png"} <= set(pngs)
+    assert {"hull_Cl-Li.png", "hull_Cl-Na.png"} & set(pngs)  # binaries only here
+    _check_in_chromium(report / "index.html", len(pngs), "tiny", tmp_path)
+
     # every job ran exactly once, and only on a worker of its category
     fws = list(db.fireworks.find({}, {"fw_id": 1, "state": 1, "spec._category": 1,
                                       "launches": 1, "name": 1}))
@@ -111,6 +120,42 @@ def test_tiny_campaign_end_to_end(tmp_path, db_uri, capsys):
     assert cli(["status", str(path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert sum(r["count"] for r in status["fireworks"]) == len(fws)
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--hide-scrollbars", *args], capture_output=True, text=True,
+                          timeout=180)
+
+
+def _check_in_chromium(page: Path, n_images: int, name: str, tmp_path: Path) -> None:
+    """Render the report in headless Chromium: no broken image, the campaign's name
+    shown, a screenshot that is not blank. .ci/run installs Debian's chromium and sets
+    FLYWHEEL_REQUIRE_CHROMIUM, so CI cannot pass without this check."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        if os.environ.get("FLYWHEEL_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required (FLYWHEEL_REQUIRE_CHROMIUM) but missing")
+        return
+    import matplotlib.image as mpimg
+
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri()).stdout
+    assert f'data-images="{n_images}"' in dom and 'data-broken="0"' in dom, dom[:400]
+    assert f"flywheel campaign {name}" in dom
+    shot = tmp_path / "report.png"
+    _chromium("--window-size=1200,2400", f"--screenshot={shot}", page.as_uri())
+    pixels = mpimg.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (2400, 1200)
+    assert (pixels < 0.9).any(axis=-1).mean() > 0.02  # ink on more than 2 % of it
+    assert pixels.std() > 0.1
+    # the check itself: a page whose image is missing is caught
+    broken = page.parent / "broken.html"
+    text = page.read_text()
+    first = text.index("<img src='") + len("<img src='")
+    broken.write_text(text[:first] + "missing_" + text[first:])
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", broken.as_uri()).stdout
+    assert 'data-broken="1"' in dom
+    broken.unlink()
 
 
 def test_export_is_accepted_by_stock_lpad_add(tmp_path, db_uri):

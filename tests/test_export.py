@@ -173,3 +173,22 @@ def test_cli_exports_every_format(campaign, tmp_path, capsys):
     assert cli(["export", str(path), "-o", str(tmp_path / "wf.yaml")]) == 0
     assert "fws" in (tmp_path / "wf.yaml").read_text()
     assert cli(["export", str(path), "--format", "cif"]) == 2  # files need -o
+
+
+def test_report_command_lists_the_discovery_and_draws_its_hull(campaign, tmp_path,
+                                                               capsys):
+    from flywheel.launchers.cli import main as cli
+
+    path, _, _ = campaign
+    assert cli(["report", str(path), "-o", str(tmp_path / "rep")]) == 0
+    page = tmp_path / "rep" / "index.html"
+    assert f"report: {page}" in capsys.readouterr().out
+    text = page.read_text()
+    # no rounds were run here: no round plots, but the hull and the tables
+    assert sorted(p.name for p in (tmp_path / "rep").glob("*.png")) == [
+        "hull_Fe-Li-O.png"]
+    discoveries = text[text.index("<h2>Discoveries</h2>"):text.index("<h2>Known")]
+    assert "r1-pro-00000" in discoveries and "F-43m (216)" in discoveries
+    assert "r1-sub-00000" not in discoveries
+    known = text[text.index("<h2>Known"):text.index("<h2>Plots")]
+    assert "r1-sub-00000" in known and "mp-757614" in known
