@@ -58,6 +58,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, path: Path, **kwargs: Any) -> bool:
+    """Write ``fig`` to ``path`` and free it."""
+    plt = _pyplot()
+    if not kwargs:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, **kwargs)
+    plt.close(fig)
+    return True
+
+
 def plot_hit_rate(rounds: list[dict[str, Any]], path: Path) -> bool:
     """Hit rate of the picks, audit base rate and enrichment per round."""
     rows = [r for r in rounds if r["round"] > 0]
@@ -94,10 +104,7 @@ def plot_hit_rate(rounds: list[dict[str, Any]], path: Path) -> bool:
     bx.set(xlabel="round", ylabel="enrichment (picks / audit)", yscale="log",
            title="filter vs random", xticks=x)
     bx.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_parity(materials: list[dict[str, Any]], path: Path) -> bool:
@@ -131,10 +138,7 @@ def plot_parity(materials: list[dict[str, Any]], path: Path) -> bool:
     bx.set(xlabel="k (error within ±kσ of the ensemble)", ylabel="fraction of results",
            title="calibration", ylim=(0, 1.02))
     bx.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_scaling(rounds: list[dict[str, Any]], path: Path) -> bool:
@@ -154,10 +158,7 @@ def plot_scaling(rounds: list[dict[str, Any]], path: Path) -> bool:
                     xytext=(4, 4), fontsize=8)
     ax.set(xlabel="training frames", ylabel="filter MAE on the round's results "
            "(meV/atom)", title="error vs training data")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def plot_hull(
@@ -186,7 +187,7 @@ def plot_hull(
     except ValueError as exc:  # an element without a unary entry
         logger.warning("no hull plot for %s: %s", system, exc)
         return False
-    plt = _pyplot()
+    _pyplot()  # the Agg backend before PDPlotter imports pyplot
     ax = PDPlotter(pd, show_unstable=0, backend="matplotlib").get_plot(
         label_unstable=False)
     style = {"new": ("*", "red", 260, "new (discovery)"),
@@ -210,9 +211,7 @@ def plot_hull(
     ax.set_title(f"{system}: hull of references + campaign")
     fig = ax.get_figure()
     fig.set_size_inches(10, 8.5)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return True
+    return _save(fig, path, bbox_inches="tight")
 
 
 def _kind(m: dict[str, Any]) -> str:
