@@ -92,6 +92,11 @@ def is_loopback_uri(uri: str) -> bool:
     return all(_host_name(h) in {"127.0.0.1", "localhost", "::1"} for h in _hosts(uri))
 
 
+def uri_host(uri: str) -> str:
+    """Host of the first host in ``uri`` (brackets of an IPv6 address removed)."""
+    return _host_name(_hosts(uri)[0])
+
+
 def uri_port(uri: str) -> int:
     """Port of the first host in ``uri`` (27017, MongoDB's, if absent)."""
     host = _hosts(uri)[0]

@@ -27,6 +27,10 @@ DEFAULT_CONFIG_FILE = "~/.flywheel.yaml"
 DEFAULT_URI = "mongodb://127.0.0.1:27118/flywheel"
 
 
+class SettingsError(ValueError):
+    """A machine setting is unknown or invalid (the message names it)."""
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Read settings from the flywheel YAML file if it exists."""
 
@@ -42,7 +46,8 @@ class _YamlSource(PydanticBaseSettingsSource):
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of settings")
-        return {k.lower(): v for k, v in data.items()}
+        # the fields are upper case (FLYWHEEL_NUM_THREADS); the file's keys any case
+        return {str(k).upper(): v for k, v in data.items()}
 
 
 class FlywheelSettings(BaseSettings):
@@ -94,5 +99,22 @@ class FlywheelSettings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> FlywheelSettings:
-    """Return the (cached) settings; call ``get_settings.cache_clear()`` after changes."""
-    return FlywheelSettings()
+    """Return the (cached) settings; call ``get_settings.cache_clear()`` after changes.
+
+    Raises :class:`SettingsError` naming the offending setting (an unknown or invalid
+    ``FLYWHEEL_*`` variable or ``~/.flywheel.yaml`` key).
+    """
+    from pydantic import ValidationError
+
+    try:
+        return FlywheelSettings()
+    except ValidationError as err:
+        where = os.environ.get("FLYWHEEL_CONFIG_FILE", DEFAULT_CONFIG_FILE)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '?'}: "
+            + ("unknown setting (FLYWHEEL_LOCAL_PORT was removed: the local server's "
+               "port is the database URI's)" if e["loc"] and str(e["loc"][0]).lower()
+               == "local_port" else e["msg"])
+            for e in err.errors())
+        raise SettingsError(f"machine settings (FLYWHEEL_* variables, {where}): "
+                          f"{problems}") from None

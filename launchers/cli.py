@@ -77,6 +77,8 @@ def init_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", default="li-fe-o-demo", help="campaign name")
     p.add_argument("--uri", default=DEFAULT_URI,
                    help="MongoDB URI written into every file")
+    # accepted for old scripts; SLURM is the only queue system the qadapters target
+    p.add_argument("--cluster", choices=["slurm"], help=argparse.SUPPRESS)
     p.add_argument("--cpu-partition", default="cpu", help="partition for cpu jobs")
     p.add_argument("--gpu-partition", default="gpu", help="partition for gpu jobs")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per gpu job (--gres)")
@@ -147,9 +149,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                 print(f"no report written: {exc}", file=sys.stderr)
         if args.stop_server:
             from flywheel.db.server import LocalServer
-            from flywheel.db.uri import uri_port
+            from flywheel.db.uri import uri_host, uri_port
 
-            LocalServer(data_dir=directory / "db",
+            LocalServer(data_dir=directory / "db", host=uri_host(config.database.uri),
                         port=uri_port(config.database.uri)).stop()
     return 0
 
@@ -237,9 +239,13 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--zip", action="store_true",
                    help="gnome: CIFs in by_id.zip instead of the by_id/ folder")
     args = p.parse_args(argv)
-    config = _override_uri(_load(args.campaign), args.uri)
     if args.format != "workflow":
-        return _export_results(config, args)
+        from flywheel.config import load_campaign
+
+        # read-only: the campaign file alone (its seed and reference files may be gone)
+        return _export_results(_override_uri(load_campaign(args.campaign), args.uri),
+                               args)
+    config = _override_uri(_load(args.campaign), args.uri)
     from jobflow.managers.fireworks import flow_to_workflow
 
     from flywheel.workflows.campaign import CampaignMaker
@@ -258,7 +264,7 @@ def _export_results(config, args: argparse.Namespace) -> int:
     """``flywheel export --format gnome|cif|extxyz|json``."""
     from flywheel.db.errors import check_reachable
     from flywheel.db.queries import material_filter
-    from flywheel.makers.common import campaign_db
+    from flywheel.db.stores import CampaignDB
     from flywheel.makers.hull.export import export_gnome, export_materials
 
     if args.output == "-":
@@ -271,7 +277,7 @@ def _export_results(config, args: argparse.Namespace) -> int:
         discoveries=args.discoveries, known=args.known, chemsys=args.chemsys,
         formula=args.formula, max_ehull=args.max_ehull, round_index=args.round)
     check_reachable(config.database.uri)
-    db = campaign_db(config)
+    db = CampaignDB(config.database.uri, config.name)
     if args.format == "gnome":
         out = export_gnome(db, config, args.output, query, zip_cifs=args.zip)
         print(f"wrote {out['n_materials']} materials and {out['n_hull_entries']} hull "
@@ -324,9 +330,11 @@ def report_main(argv: Sequence[str] | None = None) -> int:
                    help="folder (default: campaigns/<name>/report)")
     p.add_argument("--uri", help="override database.uri")
     args = p.parse_args(argv)
-    config = _override_uri(_load(args.campaign), args.uri)
+    from flywheel.config import load_campaign
     from flywheel.db.errors import check_reachable
 
+    # read-only: the campaign file alone (its seed and reference files may be gone)
+    config = _override_uri(load_campaign(args.campaign), args.uri)
     check_reachable(config.database.uri)
     page = _write_report(config, Path(args.output or Path("campaigns") / config.name
                                       / "report"))
@@ -335,10 +343,10 @@ def report_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _write_report(config, directory: Path) -> Path:
-    from flywheel.makers.common import campaign_db
+    from flywheel.db.stores import CampaignDB
     from flywheel.makers.hull.report import write_report
 
-    return write_report(campaign_db(config), config, directory)
+    return write_report(CampaignDB(config.database.uri, config.name), config, directory)
 
 
 def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
@@ -375,10 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from flywheel.config import ConfigError
     from flywheel.db.errors import DatabaseUnreachableError, ServerError
+    from flywheel.settings import SettingsError
 
     try:
         return commands[argv[0]](argv[1:])
-    except (ConfigError, DatabaseUnreachableError, ServerError) as err:
+    except (ConfigError, SettingsError, DatabaseUnreachableError, ServerError) as err:
         print(f"flywheel {argv[0]}: error: {err}", file=sys.stderr)
         return 1
     except PyMongoError as err:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flywheel.db.errors import DatabaseUnreachableError, check_reachable
-from flywheel.db.uri import is_loopback_uri, uri_port
+from flywheel.db.uri import is_loopback_uri, uri_host, uri_port
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
@@ -42,7 +42,7 @@ def ensure_database(uri: str, data_dir: Path, *, start_local: bool = True) -> bo
             raise
     from flywheel.db.server import LocalServer
 
-    LocalServer(data_dir=data_dir, port=uri_port(uri)).start()
+    LocalServer(data_dir=data_dir, host=uri_host(uri), port=uri_port(uri)).start()
     check_reachable(uri)
     return True
 

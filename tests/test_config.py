@@ -66,3 +66,25 @@ def test_invalid_yaml(tmp_path):
     f.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_campaign(f)
+
+
+def test_bad_machine_setting_is_one_message_naming_it(tmp_path, monkeypatch):
+    from flywheel.settings import SettingsError, get_settings
+
+    conf = tmp_path / "flywheel.yaml"
+    conf.write_text("local_port: 27999\nnum_threads: 2\n")
+    monkeypatch.setenv("FLYWHEEL_CONFIG_FILE", str(conf))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match=r"(?i)local_port: unknown setting .*removed"):
+            get_settings()
+        # the CLI prints it as one line, no traceback
+        from flywheel.launchers.cli import main as cli
+
+        assert cli(["query", "--campaign", "x"]) == 1
+        conf.write_text("num_threads: 2\n")
+        get_settings.cache_clear()
+        assert get_settings().NUM_THREADS == 2
+    finally:
+        monkeypatch.delenv("FLYWHEEL_CONFIG_FILE")
+        get_settings.cache_clear()

@@ -101,6 +101,11 @@ def test_gnome_layout_columns_values_and_round_trip(campaign, tmp_path):
         assert float(feo[col]) == pytest.approx(-0.02, abs=1e-9)
     assert float(rows["r1-sub-00000"]["Decomposition Energy Per Atom MP"]) == (
         pytest.approx(-0.3, abs=1e-9))
+    # GNoME's Composition: the cell, elements in alphabetical order
+    lifeo2 = rows["r1-sub-00000"]["Composition"]
+    assert Composition(lifeo2).reduced_formula == "LiFeO2"
+    assert [e for e in Composition(lifeo2).as_dict()] == ["Fe", "Li", "O"]
+    assert lifeo2.startswith("Fe") and lifeo2.index("Li") < lifeo2.index("O")
     # formation energy against the lowest Fe and O entries on the hull (MP's, here)
     mu = {el: min(d["energy_per_atom"] for d in db.references.find(db.q(formula=f)))
           for el, f in (("Fe", "Fe"), ("O", "O2"))}

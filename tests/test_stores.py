@@ -10,6 +10,7 @@ from flywheel.db.uri import (
     redact_uri,
     resolve_uri,
     split_uri,
+    uri_host,
     uri_port,
     with_database,
 )
@@ -23,6 +24,8 @@ def test_uri_helpers():
     assert uri_port("mongodb://u:p@127.0.0.1:27118,h2:5/x") == 27118
     assert uri_port("mongodb://h/x") == 27017
     assert uri_port("mongodb://[::1]:4000/x") == 4000
+    assert uri_host("mongodb://[::1]:4000/x") == "::1"  # the local server's host
+    assert uri_host("mongodb://u:p@localhost:1,h2:5/x") == "localhost"
     assert is_loopback_uri("mongodb://127.0.0.1:27118/flywheel")
     assert is_loopback_uri("mongodb://u:p@localhost:1,[::1]:2/x")
     assert not is_loopback_uri("mongodb://127.0.0.1:1,db.example.org:2/x")

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def hull_entries(db: CampaignDB, config: CampaignConfig) -> list[tuple[str, str, float]]:
+def hull_entries(
+    db: CampaignDB, config: CampaignConfig
+) -> list[tuple[str, str, float]]:
     """Every entry of the campaign's hull, ``(id, formula, energy per atom)``: its
     oracle results and, when round 0 did not recompute them (then they share the
     oracle's scale only as its own results), the references with their energies."""

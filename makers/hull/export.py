@@ -14,12 +14,14 @@ already shares, and flywheel reads it back (``hull.references``, ``seeds.files``
 How flywheel fills the columns (the release's definitions, on the campaign's data):
 
 * ``Corrected Energy``: the oracle's total energy of the cell (eV; MP2020-corrected for
-  VASP, CHGNet's MP2020-compatible energy for CHGNet);
+  VASP, CHGNet's MP2020-compatible energy for CHGNet, CP2K's own energy for CP2K: not
+  on the MP2020 scale, so a CP2K export is no reference set for another oracle);
 * ``Formation Energy Per Atom``: against the lowest-energy unary entry of each element
   on the campaign's hull;
 * ``Decomposition Energy Per Atom All``: energy above the hull of all entries (0 on
-  the hull); ``... Relative``: against the hull of all entries except itself (the
-  phase-separation energy, negative for a stable entry);
+  the hull); ``... Relative``: for a stable entry its phase-separation energy
+  (pymatgen's: against the hull of the other compositions, polymorphs excluded;
+  negative), else its energy above the hull;
 * ``Decomposition Energy Per Atom``, ``... MP`` and ``... MP OQMD``: against the
   **reference hull**, the known materials alone on the campaign's energy scale (the
   recomputed references when round 0 recomputed them, else the references' own
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pymatgen.core import Structure
+    from pymatgen.core import Composition, Structure
 
     from flywheel.config import CampaignConfig
     from flywheel.db.stores import CampaignDB
@@ -71,13 +73,14 @@ _MATERIAL_FIELDS = {
     "_id": 0, "material_id": 1, "formula": 1, "structure": 1, "energy": 1,
     "energy_per_atom": 1, "e_above_hull": 1, "decomposition_energy": 1, "stable": 1,
     "discovery": 1, "novelty": 1, "known_id": 1, "generator": 1, "round": 1,
-    "oracle": 1,
+    "oracle": 1, "uncorrected_energy": 1, "correction": 1,
 }
 
 
-def cell_formula(structure: Structure) -> str:
-    """The cell's formula without spaces (``Li2Fe2O4``), GNoME's ``Composition``."""
-    return structure.composition.formula.replace(" ", "")
+def cell_formula(composition: Composition) -> str:
+    """The cell's formula, elements in alphabetical order, no spaces (``Fe2Li2O4``):
+    GNoME's ``Composition`` (DATASET.md: an alphabetically ordered composition)."""
+    return composition.alphabetical_formula.replace(" ", "")
 
 
 def reference_hull(db: CampaignDB, config: CampaignConfig) -> HullEngine:
@@ -150,7 +153,7 @@ def gnome_row(
         logger.warning("%s: no Cheon dimensionality: %s", doc["material_id"], exc)
         dimensionality = None
     return {
-        "Composition": cell_formula(structure),
+        "Composition": cell_formula(structure.composition),
         "MaterialId": doc["material_id"],
         "Reduced Formula": comp.reduced_formula,
         "Elements": str(sorted(el.symbol for el in comp.elements)),
@@ -257,7 +260,7 @@ def _hull_rows(db: CampaignDB, config: CampaignConfig) -> list[dict[str, Any]]:
             comp = comp.reduced_composition * (
                 sizes[entry_id] / comp.reduced_composition.num_atoms)
         rows.append({"MaterialId": entry_id,
-                     "Composition": comp.formula.replace(" ", ""),
+                     "Composition": cell_formula(comp),
                      "Corrected Energy": energy * comp.num_atoms})
     return rows
 
@@ -312,9 +315,12 @@ def export_materials(
         output.write_text(buf.getvalue(), encoding="utf-8")
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
+        # the oracle's split of the energy (VASP: raw + MP2020 correction) is kept
         entries = [
             ComputedStructureEntry(
-                Structure.from_dict(d["structure"]), d["energy"],
+                Structure.from_dict(d["structure"]),
+                d.get("uncorrected_energy", d["energy"]),
+                correction=d.get("correction") or 0.0,
                 entry_id=d["material_id"],
                 data={k: d.get(k) for k in meta_keys}).as_dict()
             for d in docs

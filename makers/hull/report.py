@@ -144,16 +144,17 @@ def plot_parity(materials: list[dict[str, Any]], path: Path) -> bool:
 def plot_scaling(rounds: list[dict[str, Any]], path: Path) -> bool:
     """Filter error against the number of frames its ensemble was trained on."""
     by_round = {r["round"]: r for r in rounds}
-    points = [(by_round[r["round"] - 1].get("n_frames"), r.get("filter_mae"))
+    points = [(by_round[r["round"] - 1].get("n_frames"), r.get("filter_mae"),
+               r["round"])
               for r in rounds if r["round"] > 0 and r["round"] - 1 in by_round]
-    points = [(n, e) for n, e in points if n and e]
+    points = [(n, e, r) for n, e, r in points if n and e]
     if not points:
         return False
     plt = _pyplot()
-    n, e = np.array(points, dtype=float).T
+    n, e, labels = np.array(points, dtype=float).T
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.loglog(n, 1000 * e, "o-")
-    for ni, ei, r in zip(n, e, range(1, len(n) + 1), strict=True):
+    for ni, ei, r in zip(n, e, labels.astype(int), strict=True):
         ax.annotate(f"r{r}", (ni, 1000 * ei), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
     ax.set(xlabel="training frames", ylabel="filter MAE on the round's results "
@@ -241,12 +242,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _spacegroup(structure: dict[str, Any]) -> str:
+def _spacegroup(structure: dict[str, Any]) -> str | None:
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    sga = SpacegroupAnalyzer(Structure.from_dict(structure), symprec=0.1)
-    return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})"
+    try:
+        sga = SpacegroupAnalyzer(Structure.from_dict(structure), symprec=0.1)
+        return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})"
+    except Exception as exc:  # symmetry undetermined: the cell shows "–"
+        logger.warning("no space group: %s", exc)
+        return None
 
 
 def write_report(
@@ -261,14 +266,21 @@ def write_report(
     rounds = list(db.rounds.find(db.q(), {"_id": 0}).sort("round", 1))
     materials = list(db.materials.find(db.q(), _MATERIAL_FIELDS))
     figures: list[tuple[str, str]] = []
-    if plot_hit_rate(rounds, directory / "hit_rate.png"):
-        figures.append(("hit_rate.png", "Hit rate of the filter's picks against the "
-                        "audit's uniformly random picks; enrichment, 90 % interval"))
-    if plot_parity(materials, directory / "parity.png"):
-        figures.append(("parity.png", "Filter prediction against the oracle, and the "
-                        "ensemble's calibration"))
-    if plot_scaling(rounds, directory / "scaling.png"):
-        figures.append(("scaling.png", "Filter error against training-set size"))
+
+    def draw(name: str, caption: str, plot: Any, *args: Any) -> None:
+        """One figure; a figure that fails is logged and left out, never the page."""
+        try:
+            if plot(*args, directory / name):
+                figures.append((name, caption))
+        except Exception as exc:
+            logger.warning("report of %s: %s not drawn: %s", db.campaign, name, exc)
+
+    draw("hit_rate.png", "Hit rate of the filter's picks against the audit's "
+         "uniformly random picks; enrichment, 90 % interval", plot_hit_rate, rounds)
+    draw("parity.png", "Filter prediction against the oracle, and the ensemble's "
+         "calibration", plot_parity, materials)
+    draw("scaling.png", "Filter error against training-set size", plot_scaling,
+         rounds)
     entries = hull_entries(db, config)
     kinds = {m["material_id"]: _kind(m) for m in materials}
     # the ternary systems with results; a campaign without any: its binaries
@@ -278,10 +290,8 @@ def write_report(
         if m.get("nelements") == order:
             counts[m["chemsys"]] = counts.get(m["chemsys"], 0) + 1
     for system in sorted(counts, key=lambda s: (-counts[s], s))[:MAX_HULL_PLOTS]:
-        name = f"hull_{system}.png"
-        if plot_hull(system, entries, kinds, directory / name):
-            figures.append((name, f"{system}: new, known and reference phases on the "
-                            "hull"))
+        draw(f"hull_{system}.png", f"{system}: new, known and reference phases on "
+             "the hull", plot_hull, system, entries, kinds)
     stable = sorted((m for m in materials if m.get("stable")),
                     key=lambda m: (m["chemsys"], m["formula"]))
     discoveries = [dict(m, spacegroup=_spacegroup(m["structure"]))
@@ -295,7 +305,8 @@ def write_report(
         ("entries on the hull", len(stable)),
         ("discoveries (new, on the hull)", len(discoveries)),
         ("known materials found on the hull", len(known)),
-        ("references on the hull", sum(_kind(m) == "reference" for m in stable)),
+        ("recomputed references on the hull",
+         sum(_kind(m) == "reference" for m in stable)),
         ("pooled enrichment [90 % interval]",
          f"{_fmt(cum.get('value'))} [{_fmt(cum.get('lo'))}–{_fmt(cum.get('hi'))}]"),
     ]
