@@ -77,6 +77,27 @@ _MATERIAL_FIELDS = {
 }
 
 
+#: Symmetry tolerance (Å) of the space-group columns, as the Materials Project uses.
+SYMPREC = 0.1
+
+
+def symmetry(structure: Structure) -> dict[str, Any]:
+    """Point group, space group (symbol, number) and crystal system at
+    :data:`SYMPREC`; every value None (logged) where spglib cannot decide."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=SYMPREC)
+        return {"Point Group": sga.get_point_group_symbol(),
+                "Space Group": sga.get_space_group_symbol(),
+                "Space Group Number": sga.get_space_group_number(),
+                "Crystal System": sga.get_crystal_system()}
+    except Exception as exc:  # symmetry undetermined: empty cells, not a lost export
+        logger.warning("no space group for %s: %s", structure.formula, exc)
+        return dict.fromkeys(("Point Group", "Space Group", "Space Group Number",
+                              "Crystal System"))
+
+
 def cell_formula(composition: Composition) -> str:
     """The cell's formula, elements in alphabetical order, no spaces (``Fe2Li2O4``):
     GNoME's ``Composition`` (DATASET.md: an alphabetically ordered composition)."""
@@ -137,7 +158,6 @@ def gnome_row(
     energies per atom; ``reference_hull_energy``: the reference hull at its
     composition, None where there is none)."""
     from pymatgen.analysis.dimensionality import get_dimensionality_cheon
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     comp = structure.composition
     e_pa = float(doc["energy_per_atom"])
@@ -146,7 +166,6 @@ def gnome_row(
     if all(el.symbol in mu for el in comp.elements):
         formation = e_pa - sum(x * mu[el.symbol] for el, x in fractions.items())
     ref = None if reference_hull_energy is None else e_pa - reference_hull_energy
-    sga = SpacegroupAnalyzer(structure, symprec=0.1)
     try:
         dimensionality = get_dimensionality_cheon(structure)
     except Exception as exc:  # a bonding analysis that fails leaves the cell empty
@@ -160,10 +179,7 @@ def gnome_row(
         "NSites": len(structure),
         "Volume": float(structure.volume),
         "Density": float(structure.density),
-        "Point Group": sga.get_point_group_symbol(),
-        "Space Group": sga.get_space_group_symbol(),
-        "Space Group Number": sga.get_space_group_number(),
-        "Crystal System": sga.get_crystal_system(),
+        **symmetry(structure),
         "Corrected Energy": float(doc["energy"]),
         "Formation Energy Per Atom": formation,
         "Decomposition Energy Per Atom": ref,

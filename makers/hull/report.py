@@ -243,15 +243,15 @@ def _fmt(v: Any) -> str:
 
 
 def _spacegroup(structure: dict[str, Any]) -> str | None:
+    """``"F-43m (216)"``, as the GNoME export gives it; None if undetermined."""
     from pymatgen.core import Structure
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    try:
-        sga = SpacegroupAnalyzer(Structure.from_dict(structure), symprec=0.1)
-        return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})"
-    except Exception as exc:  # symmetry undetermined: the cell shows "–"
-        logger.warning("no space group: %s", exc)
+    from flywheel.makers.hull.export import symmetry
+
+    sym = symmetry(Structure.from_dict(structure))
+    if sym["Space Group"] is None:
         return None
+    return f"{sym['Space Group']} ({sym['Space Group Number']})"
 
 
 def write_report(
