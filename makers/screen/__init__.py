@@ -1,0 +1,1 @@
+"""Screens of discoveries: layered, Li-ion conductor candidates."""
