@@ -1,0 +1,1 @@
+"""The campaign potential as a product (export, model card)."""
