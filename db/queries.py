@@ -26,6 +26,8 @@ def material_filter(
     max_ehull: float | None = None,
     round_index: int | None = None,
     nelements: int | None = None,
+    layered: bool = False,
+    li_conductor: bool = False,
 ) -> dict[str, Any]:
     """The MongoDB filter for the ``materials`` collection.
 
@@ -33,6 +35,7 @@ def material_filter(
     (``Li-Fe-O`` includes Li, O2 and Li2O), as Materials Project does. ``discoveries``:
     new by structure and on the hull (``discovery``); ``known``: results that match a
     reference structure (``novelty: known``, the reference in ``known_id``).
+    ``layered`` / ``li_conductor``: passed that screen (``flywheel screen``).
     """
     q: dict[str, Any] = {}
     if campaign:
@@ -55,6 +58,10 @@ def material_filter(
         q["round"] = round_index
     if nelements is not None:
         q["nelements"] = nelements
+    if layered:
+        q["screens.layered.layered"] = True
+    if li_conductor:
+        q["screens.li_conductor.candidate"] = True
     return q
 
 
@@ -62,7 +69,7 @@ MATERIAL_FIELDS = {
     "_id": 0, "campaign": 1, "material_id": 1, "formula": 1, "chemsys": 1,
     "round": 1, "generator": 1, "energy_per_atom": 1, "e_above_hull": 1,
     "decomposition_energy": 1, "stable": 1, "discovery": 1, "nsites": 1,
-    "novelty": 1, "known_id": 1, "selected_by": 1,
+    "novelty": 1, "known_id": 1, "selected_by": 1, "screens": 1,
 }
 
 

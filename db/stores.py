@@ -48,6 +48,14 @@ INDEXES: dict[str, list[list[tuple[str, int]] | tuple[list[tuple[str, int]], dic
         ([("campaign", 1), ("material_id", 1), ("fidelity", 1)], {"unique": True}),
     ],
     "rechecks": [([("campaign", 1), ("fidelity", 1)], {"unique": True})],
+    "md_runs": [
+        ([("campaign", 1), ("material_id", 1), ("key", 1), ("temperature", 1)],
+         {"unique": True}),
+    ],
+    "conductivity": [
+        ([("campaign", 1), ("material_id", 1), ("key", 1)], {"unique": True}),
+        [("campaign", 1), ("conductivity_target", -1)],
+    ],
     "references": [
         ([("campaign", 1), ("entry_id", 1)], {"unique": True}),
         [("campaign", 1), ("chemsys", 1)],
@@ -166,6 +174,18 @@ class CampaignDB:
         """Known entries (MP, GNoME, the user's) that shape the hull but are not
         campaign results; see ``hull.references``."""
         return self.db["references"]
+
+    @property
+    def md_runs(self):
+        """One document per MD run (material, settings key, temperature); the
+        displacements themselves are in the GridFS bucket ``md``."""
+        return self.db["md_runs"]
+
+    @property
+    def conductivity(self):
+        """One document per material and settings key: Arrhenius fit and the
+        extrapolated room-temperature conductivity."""
+        return self.db["conductivity"]
 
     def ensure_indexes(self) -> None:
         """Create the indexes (idempotent)."""

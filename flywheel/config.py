@@ -466,6 +466,60 @@ class RecheckConfig(_Section):
     )
 
 
+class ConductivityConfig(_Section):
+    """MD ionic-conductivity screening (``flywheel conductivity``;
+    docs/conductivity.md gives the reasons for each default)."""
+
+    potential: str = Field(
+        "chgnet",
+        description="'chgnet' (weights in the chgnet wheel) or the path of a MACE "
+        "model file, e.g. the campaign's own from `flywheel potential export`.",
+    )
+    specie: str = Field("Li", description="The mobile ion.")
+    temperatures: list[float] = Field(
+        default_factory=lambda: [600.0, 800.0, 1000.0, 1200.0],
+        min_length=2,
+        description="NVT temperatures (K); at least two for the Arrhenius fit.",
+    )
+    time_step: float = Field(2.0, gt=0, le=5, description="MD time step (fs).")
+    equilibration_ps: float = Field(
+        5.0, ge=0, description="Thermalisation discarded before recording (ps).")
+    production_ps: float = Field(
+        50.0, gt=0, description="Recorded MD per temperature (ps).")
+    sample_every: int = Field(5, ge=1, description="MD steps between recorded frames.")
+    min_length: float = Field(
+        10.0, gt=0, description="Minimum perpendicular width of the supercell (Å).")
+    max_atoms: int = Field(400, ge=1, description="Largest MD cell allowed (atoms).")
+    max_materials: int = Field(
+        20, ge=1, description="Materials screened at most per `flywheel conductivity`.")
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(t <= 0 for t in v):
+            raise ValueError("temperatures must be positive (K)")
+        return sorted(set(v))
+
+
+class PotentialConfig(_Section):
+    """The campaign's potential as a product (``flywheel potential export``;
+    docs/potential.md)."""
+
+    num_channels: int = Field(64, ge=4, description="Hidden channels of the final model.")
+    max_L: int = Field(1, ge=0, le=2, description="Highest symmetry order of features.")
+    r_max: float = Field(5.0, gt=1, description="Cut-off radius (Å).")
+    num_interactions: int = Field(2, ge=1, le=4, description="Message-passing layers.")
+    max_num_epochs: int = Field(100, ge=1, description="Training epochs.")
+    batch_size: int = Field(8, ge=1, description="Training batch size (structures).")
+    lr: float = Field(0.01, gt=0, description="Learning rate.")
+    test_fraction: float = Field(
+        0.1, gt=0, lt=0.5,
+        description="Fraction of the campaign's materials (all frames of each) held "
+        "out of training; the model card's errors are measured on them.",
+    )
+    seed: int = Field(0, description="Seed of the held-out split and the training.")
+
+
 class RoundsConfig(_Section):
     """When the campaign stops."""
 
@@ -516,6 +570,8 @@ class CampaignConfig(_Section):
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     hull: HullConfig = Field(default_factory=HullConfig)
     recheck: RecheckConfig = Field(default_factory=RecheckConfig)
+    conductivity: ConductivityConfig = Field(default_factory=ConductivityConfig)
+    potential: PotentialConfig = Field(default_factory=PotentialConfig)
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
 

@@ -25,6 +25,9 @@ commands:
   recover  rerun lost fireworks (killed workers) and, with --fizzled, fizzled ones
   recheck  re-check discoveries at r2SCAN fidelity (VASP r2SCAN or CHGNet-r2SCAN)
   query    materials from the campaign database
+  conductivity  MD ionic-conductivity screen (NVT MD, DiffusionAnalyzer, Arrhenius)
+  screen   layered | li-conductor screens of the discoveries
+  potential  export the campaign's MACE potential with a model card
   db       start | stop | status the local database server
 """
 
@@ -350,7 +353,7 @@ def _write_report(config, directory: Path) -> Path:
 
 
 def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
-    from flywheel.launchers import db_cli, results_cli
+    from flywheel.launchers import db_cli, results_cli, science_cli
 
     return {
         "init": init_main,
@@ -363,6 +366,9 @@ def _commands() -> dict[str, Callable[[Sequence[str] | None], int]]:
         "recover": recover_main,
         "recheck": recheck_main,
         "db": db_cli.main,
+        "conductivity": science_cli.conductivity_main,
+        "screen": science_cli.screen_main,
+        "potential": science_cli.potential_main,
     }
 
 

@@ -97,11 +97,12 @@ def submit(config: CampaignConfig) -> int:
     return min(mapping.values())
 
 
-def find_recheck_fw(lp: LaunchPad, name: str) -> int | None:
-    """The select firework of campaign ``name``'s newest unfinished r²SCAN re-check."""
+def find_stage_fw(lp: LaunchPad, name: str, stage: str) -> int | None:
+    """The ``stage`` firework (``"recheck select"``, ``"conductivity select"``) of
+    campaign ``name``'s newest unfinished workflow of that kind."""
     from flywheel.db.tags import tag_query
 
-    doc = lp.fireworks.find_one(tag_query(name, stage="recheck select"), {"fw_id": 1},
+    doc = lp.fireworks.find_one(tag_query(name, stage=stage), {"fw_id": 1},
                                 sort=[("fw_id", -1)])
     if doc is None:
         return None
@@ -115,19 +116,34 @@ def submit_recheck(config: CampaignConfig) -> int:
     Materials already recomputed at r²SCAN (``fidelity`` collection) are not run again,
     so a re-check after more rounds only computes what is new.
     """
+    from flywheel.workflows.recheck import recheck_flow
+
+    return _add_flow(config, recheck_flow(config), f"{config.name} r2SCAN re-check")
+
+
+def _add_flow(config: CampaignConfig, flow: Any, name: str) -> int:
     from jobflow import Flow
     from jobflow.managers.fireworks import flow_to_workflow
 
     from flywheel.db.stores import make_launchpad
-    from flywheel.workflows.recheck import recheck_flow
 
     check_reachable(config.database.uri)
     lp = make_launchpad(config.database.uri)
     init_launchpad(lp)
-    wf = flow_to_workflow(Flow([recheck_flow(config)],
-                               name=f"{config.name} r2SCAN re-check"))
-    mapping = lp.add_wf(wf)
+    mapping = lp.add_wf(flow_to_workflow(Flow([flow], name=name)))
     return min(mapping.values())
+
+
+def submit_conductivity(config: CampaignConfig, material_ids: list[str] | None = None,
+                        selection: dict[str, Any] | None = None) -> int:
+    """Add an MD conductivity screen of campaign ``config`` to its LaunchPad.
+
+    Runs already stored with the same settings are not repeated.
+    """
+    from flywheel.workflows.conductivity import conductivity_flow
+
+    return _add_flow(config, conductivity_flow(config, material_ids, selection),
+                     f"{config.name} conductivity")
 
 
 def workflow_summary(lp: LaunchPad, fw_id: int) -> dict[str, Any]:
@@ -256,6 +272,7 @@ def run_local(
     max_restarts: int = 10,
     rerun_fizzled: bool = False,
     workflow: str = "campaign",
+    submit_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run campaign ``config`` with local cpu and gpu workers until it ends.
 
@@ -265,7 +282,9 @@ def run_local(
     fireworks were rerun. A fizzled firework does not stop the campaign while other work
     can proceed (failed oracle chunks are recorded and the round goes on); the run ends
     with ``RuntimeError`` only when fizzled fireworks block everything left.
-    ``workflow="recheck"`` runs (submitting if needed) the campaign's r²SCAN re-check.
+    ``workflow="recheck"`` runs (submitting if needed) the campaign's r²SCAN re-check,
+    ``workflow="conductivity"`` its MD conductivity screen (``submit_args`` go to
+    :func:`submit_conductivity`).
 
     Returns the final workflow summary.
     """
@@ -282,11 +301,14 @@ def run_local(
     write_fw_files(directory, config.database.uri)
     lp = make_launchpad(config.database.uri)
     workers = LocalWorkers(directory, sleep=get_settings().WORKER_SLEEP)
-    find, add = ((find_recheck_fw, submit_recheck) if workflow == "recheck"
-                 else (find_campaign_fw, submit))
-    fw_id = find(lp, config.name)
+    if workflow == "campaign":
+        fw_id = find_campaign_fw(lp, config.name)
+    else:
+        fw_id = find_stage_fw(lp, config.name, f"{workflow} select")
     if fw_id is None:
-        fw_id = add(config)
+        fw_id = (submit(config) if workflow == "campaign" else
+                 submit_recheck(config) if workflow == "recheck" else
+                 submit_conductivity(config, **(submit_args or {})))
     else:
         logger.warning("resuming %s of %s (firework %d)", workflow, config.name, fw_id)
         for cat in CATEGORIES:  # no local worker is alive now: their runs are lost

@@ -107,6 +107,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _conductivity(db: Any, campaign: str | None, args: argparse.Namespace) -> int:
+    """The ``conductivity`` collection, highest room-temperature conductivity first."""
+    from flywheel.launchers.science_cli import conductivity_table
+
+    q: dict[str, Any] = {"campaign": campaign} if campaign else {}
+    if args.formula:
+        from pymatgen.core import Composition
+
+        q["formula"] = Composition(args.formula).reduced_formula
+    cur = db["conductivity"].find(q, {"_id": 0}).sort(
+        [("conductivity_target", -1), ("material_id", 1)])
+    rows = list(cur.limit(args.limit) if args.limit else cur)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=1))
+    else:
+        print(conductivity_table(rows))
+    print(f"{len(rows)} conductivity result(s)", file=sys.stderr)
+    return 0
+
+
 def status_main(argv: Sequence[str] | None = None) -> int:
     """``flywheel status``: rounds and fireworks per round, category and state."""
     p = argparse.ArgumentParser(prog="flywheel status", description=status_main.__doc__)
@@ -180,6 +200,13 @@ def query_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-ehull", type=float, help="energy above hull ≤ (eV/atom)")
     p.add_argument("--round", type=int, help="oracle round")
     p.add_argument("--nelements", type=int, help="number of elements")
+    p.add_argument("--layered", action="store_true",
+                   help="only materials the layered screen passed (flywheel screen)")
+    p.add_argument("--li-conductor", action="store_true",
+                   help="only Li-ion conductor candidates (flywheel screen)")
+    p.add_argument("--conductivity", action="store_true",
+                   help="the MD conductivity results (flywheel conductivity) instead "
+                   "of materials")
     p.add_argument("--limit", type=int, default=0, help="at most this many rows")
     p.add_argument("--structures", action="store_true",
                    help="include structures (with --json)")
@@ -190,12 +217,15 @@ def query_main(argv: Sequence[str] | None = None) -> int:
 
     uri = _uri(args)
     check_reachable(uri)
+    if args.conductivity:
+        return _conductivity(get_database(uri), _campaign(args), args)
     rows = find_materials(
         get_database(uri), limit=args.limit, with_structure=args.structures,
         campaign=_campaign(args), stable=True if args.stable else None,
         discoveries=args.discoveries, known=args.known, chemsys=args.chemsys,
         formula=args.formula,
         max_ehull=args.max_ehull, round_index=args.round, nelements=args.nelements,
+        layered=args.layered, li_conductor=args.li_conductor,
     )
     if args.json:
         print(json.dumps(rows, default=str, indent=1))

@@ -26,6 +26,8 @@ TINY = {
     },
     "oracle": {"fmax": 0.2, "steps": 40, "chunk_size": 2, "max_frames": 4},
     "rounds": {"max_rounds": 1},
+    "potential": {"num_channels": 8, "max_L": 0, "r_max": 4.0, "max_num_epochs": 3,
+                  "test_fraction": 0.2},
 }
 
 BIN = Path(sys.executable).parent
@@ -120,6 +122,100 @@ def test_tiny_campaign_end_to_end(tmp_path, db_uri, capsys):
     assert cli(["status", str(path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert sum(r["count"] for r in status["fireworks"]) == len(fws)
+
+    _potential_screens_and_conductivity(tmp_path, path, db, capsys)
+
+
+def _potential_screens_and_conductivity(tmp_path, path, db, capsys):
+    """Issue 12 on the finished tiny campaign: the potential leaves with a card and
+    reproduces the stored predictions; screens store verdicts; the conductivity flow
+    runs MD through FireWorks with that potential and does not repeat itself."""
+    import numpy as np
+    from mace.calculators import MACECalculator
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    pot = tmp_path / "potential"
+    assert cli(["potential", "export", str(path), "-o", str(pot)]) == 0
+    capsys.readouterr()
+    card = json.loads((pot / "model_card.json").read_text())
+    # the ensemble the round-1 filter used (trained after round 0)
+    assert card["round"] == 0 and card["files"] == ["member0.model", "member1.model"]
+    assert card["model"]["elements"] == ["Li", "Na", "Cl"]
+    round1 = {m["material_id"] for m in db.materials.find({"round": 1})}
+    assert card["held_out_materials"] == len(round1) > 0
+    assert set(card["held_out_material_ids"]) == round1
+    assert card["held_out"]["n_frames"] > 0
+    assert card["held_out"]["energy_per_atom_mae"] >= 0
+    assert card["learning_curve"][0]["round"] == 0
+    assert card["learning_curve"][0]["n_frames"] == card["held_out"]["n_frames"]
+    assert "Held-out errors" in (pot / "model_card.md").read_text()
+    # MACECalculator with the exported files reproduces the stored predictions
+    calc = MACECalculator(model_paths=[str(pot / f) for f in card["files"]],
+                          device="cpu", default_dtype="float64")
+    cands = list(db.candidates.find({"campaign": "tiny", "prediction.model_round": 0},
+                                    {"structure": 1, "prediction": 1}).limit(5))
+    assert cands
+    for c in cands:
+        atoms = AseAtomsAdaptor.get_atoms(Structure.from_dict(c["structure"]))
+        atoms.calc = calc
+        e = atoms.get_potential_energy() / len(atoms)
+        assert e == pytest.approx(c["prediction"]["energy_per_atom"], abs=1e-5)
+    # atomate2's force-field makers load it too
+    from atomate2.forcefields.utils import ase_calculator
+
+    assert ase_calculator("MACE", model=str(pot / "member0.model")) is not None
+
+    # a final model trained with 20 % of the materials held out
+    final = tmp_path / "final"
+    assert cli(["potential", "export", str(path), "-o", str(final), "--train"]) == 0
+    capsys.readouterr()
+    card = json.loads((final / "model_card.json").read_text())
+    n_mat = len({f["metadata"]["candidate_id"] for f in db["frames.files"].find()})
+    assert card["held_out_materials"] + card["train_materials"] == n_mat
+    assert card["held_out_materials"] == round(0.2 * n_mat)
+    assert np.isfinite(card["held_out"]["energy_per_atom_mae"])
+    assert (final / "potential.model").exists()
+
+    # screens: verdicts stored on the materials and queryable
+    assert cli(["screen", "layered", str(path), "--stable"]) == 0
+    assert "pass" in capsys.readouterr().out
+    n_stable = db.materials.count_documents({"campaign": "tiny", "stable": True})
+    assert db.materials.count_documents(
+        {"screens.layered.dimensionality_cheon": {"$exists": True}}) == n_stable
+    assert cli(["screen", "li-conductor", str(path), "--stable", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["screened"] == n_stable
+    assert cli(["query", str(path), "--li-conductor", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == summary["passed"]
+    assert all("Li" in r["chemsys"].split("-") for r in rows)
+
+    # conductivity: two short MD runs of a Li chloride with the exported potential
+    li = db.materials.find_one({"campaign": "tiny", "chemsys": "Cl-Li"},
+                               {"material_id": 1}, sort=[("nsites", 1)])
+    args = ["conductivity", str(path), "--ids", li["material_id"], "--potential",
+            str(pot / "member0.model"), "--temperatures", "600", "900",
+            "--production-ps", "0.3", "--equilibration-ps", "0", "--min-length", "2",
+            "--dir", str(tmp_path / "camp"), "--no-progress", "--timeout", "600"]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    assert li["material_id"] in out
+    doc = db.conductivity.find_one({"material_id": li["material_id"]})
+    assert [r["temperature"] for r in doc["per_temperature"]] == [600.0, 900.0]
+    assert all(r["diffusivity"] >= 0 for r in doc["per_temperature"])
+    assert doc["status"] in {"fit", "no diffusion", "one temperature"}
+    md = list(db.fireworks.find({"name": {"$regex": "conductivity md"}},
+                                {"spec._category": 1}))
+    assert len(md) == 2 and {f["spec"]["_category"] for f in md} == {"gpu"}
+    assert db["md.files"].count_documents({}) == 2
+    # a second screen with the same settings runs no MD again
+    assert cli(args) == 0
+    capsys.readouterr()
+    assert db.md_runs.count_documents({"material_id": li["material_id"]}) == 2
+    assert db["md.files"].count_documents({}) == 2
+    assert cli(["query", str(path), "--conductivity", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["material_id"] == li["material_id"]
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,1 @@
+"""MD ionic-conductivity screening (core: pure functions; jobs: Makers)."""
