@@ -99,6 +99,36 @@ def one_run(name: str, temperature: float, settings: dict) -> dict:
     return row
 
 
+def reclassify(row: dict, cell, st) -> dict:
+    """Re-derive hops, errors and bounds from the stored diffusivity with the current
+    definitions of the core (``--refit`` of runs made by an older version)."""
+    from flywheel.makers.conductivity.core import (
+        MAX_FRAMEWORK_DISPLACEMENT,
+        _sigma_per_d,
+        effective_hops,
+        relative_error,
+    )
+
+    n_li = sum(1 for x in cell if x.specie.symbol == st.specie)
+    t_fs = row["production_ps"] * 1000.0
+    d = row["diffusivity"]
+    n_eff = effective_hops(d, n_li, t_fs, st.hop_distance)
+    rel = relative_error(n_eff)
+    ok = row["max_framework_displacement"] < MAX_FRAMEWORK_DISPLACEMENT
+    row = {k: v for k, v in row.items()
+           if k not in ("diffusivity_upper", "conductivity_upper")}
+    row.update(n_eff=n_eff, diffusivity_std=d * rel if n_eff > 0 else None,
+               conductivity_std=row["conductivity"] * rel if n_eff > 0 else None,
+               measurable=bool(n_eff >= st.min_hops and d > 0 and ok),
+               framework_unstable=not ok)
+    if not row["measurable"] and ok:
+        lim = st.min_hops * st.hop_distance**2 / (6.0 * n_li * t_fs) * 0.1
+        row["diffusivity_upper"] = lim
+        row["conductivity_upper"] = lim * _sigma_per_d(cell, st.specie,
+                                                       row["temperature"])
+    return row
+
+
 def fit_all(runs: list[dict], settings: dict) -> dict:
     sys.path.insert(0, str(ROOT))
     from flywheel.makers.conductivity.core import MDSettings, arrhenius, make_supercell
@@ -106,9 +136,9 @@ def fit_all(runs: list[dict], settings: dict) -> dict:
     st = MDSettings(**settings)
     out = {}
     for name in MATERIALS:
-        rows = sorted((r for r in runs if r["material"] == name),
-                      key=lambda r: r["temperature"])
         cell = make_supercell(structure(name), st)
+        rows = sorted((reclassify(r, cell, st) for r in runs if r["material"] == name),
+                      key=lambda r: r["temperature"])
         out[name] = {"per_temperature": rows, **arrhenius(cell, rows, st)}
     return out
 

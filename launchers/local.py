@@ -106,8 +106,15 @@ def find_stage_fw(lp: LaunchPad, name: str, stage: str) -> int | None:
                                 sort=[("fw_id", -1)])
     if doc is None:
         return None
-    wf = lp.workflows.find_one({"nodes": doc["fw_id"]}, {"state": 1})
-    return None if wf is None or wf["state"] == "COMPLETED" else int(doc["fw_id"])
+    wf = lp.workflows.find_one({"nodes": doc["fw_id"]}, {"state": 1, "fw_states": 1})
+    if wf is None or wf["state"] == "COMPLETED":
+        return None
+    # Finished with failures (nothing left to run): a new request starts afresh;
+    # finished runs are not repeated (the jobs skip what is stored).
+    left = {"READY", "WAITING", "RESERVED", "RUNNING", "PAUSED"}
+    if not left & set((wf.get("fw_states") or {}).values()):
+        return None
+    return int(doc["fw_id"])
 
 
 def submit_recheck(config: CampaignConfig) -> int:

@@ -68,6 +68,8 @@ def conductivity_main(argv: Sequence[str] | None = None) -> int:
     config = _campaign(args.campaign, args.uri)
     from flywheel.config import ConductivityConfig, ConfigError
 
+    if args.potential and args.potential.lower() != "chgnet":
+        args.potential = str(Path(args.potential).resolve())  # workers run elsewhere
     overrides = {k: v for k, v in {
         "potential": args.potential, "temperatures": args.temperatures,
         "production_ps": args.production_ps, "equilibration_ps": args.equilibration_ps,
@@ -81,7 +83,10 @@ def conductivity_main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"flywheel conductivity: {err}") from None
     from flywheel.makers.conductivity.jobs import settings_key
 
-    key = settings_key(config.conductivity)  # fails early on a missing model file
+    try:
+        key = settings_key(config.conductivity)  # fails early on a missing model file
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
     submit_args = {"material_ids": args.ids, "selection": _selection(args)}
     from flywheel.launchers.local import run_local, submit_conductivity
 

@@ -148,3 +148,19 @@ def test_short_chgnet_md_of_lgps_diffuses():
     assert row["max_framework_displacement"] < 2.0
     assert row["n_eff"] > 5
     assert row["conductivity"] > 10  # mS/cm at 1200 K
+
+
+def test_arrhenius_is_weighted_by_the_errors():
+    """A noisy point (few hops, large error) barely moves the fit; with equal
+    weights it would."""
+    s = lgps()
+    rows = _arrhenius_rows(s, 0.25, 1e-7, [600.0, 800.0, 1000.0, 1200.0])
+    rows[0]["diffusivity"] *= 4.0  # off the line ...
+    rows[0]["diffusivity_std"] = 20.0 * rows[0]["diffusivity"]  # ... and uncertain
+    fit = arrhenius(s, rows, MDSettings())
+    assert fit["activation_energy"] == pytest.approx(0.25, abs=0.002)
+    x = 1 / np.array([r["temperature"] for r in rows])
+    y = np.log([r["diffusivity"] for r in rows])
+    unweighted = -np.polyfit(x, y, 1)[0] * KB
+    assert unweighted < 0.2  # what an unweighted fit would report
+    assert fit["activation_energy_std"] > 0

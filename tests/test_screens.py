@@ -66,3 +66,10 @@ def test_isolated_li_is_not_a_network():
     s.replace(0, "Li")  # one Li per 11.3 Å cube: no Li-Li path
     assert li_sublattice_dimensionality(s) == 0
     assert "li_sublattice_connected" in li_conductor(s, stable=True)["failed"]
+
+
+def test_oxidation_states_do_not_hide_the_li_network():
+    s = rock_salt(5.14, "Li")
+    assert li_sublattice_dimensionality(s) == 3
+    s.add_oxidation_state_by_guess()
+    assert li_sublattice_dimensionality(s) == 3

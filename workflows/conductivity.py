@@ -57,16 +57,29 @@ def select_materials(db: Any, config: CampaignConfig, material_ids: list[str] | 
         q = {"discovery": True} if selection is None else dict(selection)
         docs = list(db.materials.find(db.q(**q), {"material_id": 1, "chemsys": 1})
                     .sort([("e_above_hull", 1), ("material_id", 1)]))
+    from pymatgen.core import Structure
+
+    from flywheel.makers.conductivity.core import make_supercell
+    from flywheel.makers.conductivity.jobs import find_structure, md_settings
+
+    settings = md_settings(config.conductivity)
     ids = []
     for d in docs:
+        mid = d["material_id"]
         if specie not in d["chemsys"].split("-"):
-            skipped[d["material_id"]] = f"no {specie}"
+            skipped[mid] = f"no {specie}"
         elif d["chemsys"] == specie:
-            skipped[d["material_id"]] = "elemental: no host framework"
+            skipped[mid] = "elemental: no host framework"
         elif len(ids) >= config.conductivity.max_materials:
-            skipped[d["material_id"]] = "over conductivity.max_materials"
+            skipped[mid] = "over conductivity.max_materials"
         else:
-            ids.append(d["material_id"])
+            try:  # refuse here what the MD job would refuse (supercell size)
+                make_supercell(Structure.from_dict(find_structure(db, mid)[0]),
+                               settings)
+            except (KeyError, ValueError) as err:
+                skipped[mid] = str(err).strip("'\"")
+                continue
+            ids.append(mid)
     return ids, skipped
 
 

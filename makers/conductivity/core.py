@@ -246,6 +246,21 @@ def run_nvt(
     )
 
 
+#: A framework atom further than this (Å, drift removed) from its start means the
+#: host melted or decomposed: that temperature is flagged and not fitted.
+MAX_FRAMEWORK_DISPLACEMENT = 2.0
+
+
+def effective_hops(diffusivity: float, n_mobile: int, t_fs: float,
+                   hop_distance: float) -> float:
+    """He et al.'s number of effective hops: the total mean-square displacement the
+    fitted diffusivity implies over the run (``6 D t`` per ion, times the ions),
+    divided by the squared hop distance. Vibrations add no slope, so a lattice that
+    only vibrates counts no hops."""
+    d_a2_fs = diffusivity * 10.0  # cm²/s -> Å²/fs
+    return n_mobile * 6.0 * d_a2_fs * t_fs / hop_distance**2
+
+
 def relative_error(n_eff: float) -> float:
     """He et al. (2018) relative standard deviation of an MD diffusivity."""
     return 3.43 / math.sqrt(n_eff) + 0.04 if n_eff > 0 else math.inf
@@ -258,7 +273,10 @@ def analyze_run(structure: Structure, run: MDRun, settings: MDSettings) -> dict[
     numbers: ``diffusivity`` (cm²/s), ``conductivity`` (mS/cm), their standard
     deviations from He et al., the effective hops ``n_eff``, per-direction
     diffusivities, the largest framework displacement (Å; large values mean the
-    framework melted or decomposed) and ``measurable`` (``n_eff ≥ min_hops``).
+    framework melted or decomposed; ``framework_unstable`` past
+    :data:`MAX_FRAMEWORK_DISPLACEMENT`) and ``measurable`` (``n_eff ≥ min_hops`` and
+    an intact framework). Unresolved diffusion gets ``diffusivity_upper`` and
+    ``conductivity_upper``: the values that would have given ``min_hops`` hops.
     """
     from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
 
@@ -275,15 +293,12 @@ def analyze_run(structure: Structure, run: MDRun, settings: MDSettings) -> dict[
                        "origin", run.temperature)
         da = DiffusionAnalyzer(*args, smoothed=False)
     mobile = [i for i, s in enumerate(structure) if s.specie.symbol == settings.specie]
-    # Drift-corrected final squared displacement of the mobile ions, Å².
-    framework = [i for i in range(len(structure)) if i not in set(mobile)]
-    drift = run.displacements[framework].mean(axis=0) if framework else 0.0
-    final = run.displacements[mobile, -1] - (drift[-1] if framework else 0.0)
-    total_sq = float(np.sum(final.astype(float) ** 2))
-    n_eff = total_sq / settings.hop_distance**2
-    rel = relative_error(n_eff)
     d = max(float(da.diffusivity), 0.0)
     sigma = max(float(da.conductivity), 0.0)
+    t_fs = (run.displacements.shape[1] - 1) * run.sample_every * run.time_step
+    n_eff = effective_hops(d, len(mobile), t_fs, settings.hop_distance)
+    rel = relative_error(n_eff)
+    framework_ok = float(da.max_framework_displacement) < MAX_FRAMEWORK_DISPLACEMENT
     out = {
         "temperature": run.temperature,
         "mean_temperature": run.mean_temperature,
@@ -293,7 +308,8 @@ def analyze_run(structure: Structure, run: MDRun, settings: MDSettings) -> dict[
         "conductivity_std": sigma * rel if math.isfinite(rel) else None,
         "diffusivity_components": [float(x) for x in da.diffusivity_components],
         "n_eff": n_eff,
-        "measurable": bool(n_eff >= settings.min_hops and d > 0),
+        "measurable": bool(n_eff >= settings.min_hops and d > 0 and framework_ok),
+        "framework_unstable": not framework_ok,
         "max_framework_displacement": float(da.max_framework_displacement),
         "smoothing": smoothing,
         "haven_ratio": _finite(getattr(da, "haven_ratio", None)),
@@ -301,9 +317,8 @@ def analyze_run(structure: Structure, run: MDRun, settings: MDSettings) -> dict[
         * run.time_step / 1000.0,
         "seconds": run.seconds,
     }
-    if not out["measurable"]:
+    if not out["measurable"] and framework_ok:
         # Fewer than min_hops effective hops: D is below what this run resolves.
-        t_fs = out["production_ps"] * 1000.0
         d_limit = settings.min_hops * settings.hop_distance**2 / (
             6.0 * len(mobile) * t_fs) * 0.1  # Å²/fs -> cm²/s
         out["diffusivity_upper"] = d_limit
@@ -331,22 +346,19 @@ def arrhenius(structure: Structure, per_temperature: Sequence[dict[str, Any]],
               settings: MDSettings, target: float = 300.0) -> dict[str, Any]:
     """Activation energy and the conductivity extrapolated to ``target`` K.
 
-    Only temperatures with measurable diffusion and an intact framework enter the fit
-    (pymatgen's ``fit_arrhenius`` weighted by the He et al. errors; extrapolation with
-    ``get_extrapolated_conductivity``). The 1-σ range of the extrapolation comes from
-    the covariance of the same weighted fit of ln D against 1/T.
+    Only temperatures with measurable diffusion and an intact framework enter the
+    fit: weighted least squares of ln D against 1/T, each point weighted by the
+    inverse of its He et al. relative error. Ea, D(target), their 1-σ errors and the
+    1-σ range of σ(target) all come from that one fit and its covariance; the
+    Nernst-Einstein conversion is pymatgen-analysis-diffusion's
+    ``get_conversion_factor`` for ``structure`` (the MD cell).
 
     Returns ``status``: ``"fit"``, ``"no diffusion"`` (no temperature resolved any;
-    ``conductivity_upper`` bounds every temperature run) or ``"one temperature"``.
+    each temperature's ``conductivity_upper`` bounds it) or ``"one temperature"``.
     """
-    from pymatgen.analysis.diffusion.analyzer import (
-        fit_arrhenius,
-        get_extrapolated_conductivity,
-        get_extrapolated_diffusivity,
-    )
-
     rows = [r for r in per_temperature
-            if r["measurable"] and r["max_framework_displacement"] < 2.0]
+            if r["measurable"] and r["max_framework_displacement"]
+            < MAX_FRAMEWORK_DISPLACEMENT]
     out: dict[str, Any] = {
         "target_temperature": target,
         "fit_temperatures": [r["temperature"] for r in rows],
@@ -357,20 +369,18 @@ def arrhenius(structure: Structure, per_temperature: Sequence[dict[str, Any]],
     if len(rows) < 2:
         out["status"] = "no diffusion" if not rows else "one temperature"
         return out
-    temps = np.array([r["temperature"] for r in rows])
-    ds = np.array([r["diffusivity"] for r in rows])
-    errs = np.array([r["diffusivity_std"] for r in rows])
-    ea, _c, sea = fit_arrhenius(temps, ds, diffusivity_errors=errs)
-    d_t = float(get_extrapolated_diffusivity(temps, ds, target))
-    s_t = float(get_extrapolated_conductivity(temps, ds, target, structure,
-                                              settings.specie))
-    # Weighted least squares of ln D = a + b / T: the 1-σ band at 1/target.
-    x, y, w = 1.0 / temps, np.log(ds), ds / errs
-    _coef, cov = np.polyfit(x, y, 1, w=w, cov="unscaled")
+    temps = np.array([r["temperature"] for r in rows], dtype=float)
+    ds = np.array([r["diffusivity"] for r in rows], dtype=float)
+    errs = np.array([r["diffusivity_std"] for r in rows], dtype=float)
+    # ln D = a + b / T with sigma(ln D) = sigma_D / D: weights 1/sigma(ln D).
+    (b, a), cov = np.polyfit(1.0 / temps, np.log(ds), 1, w=ds / errs, cov="unscaled")
     xt = np.array([1.0 / target, 1.0])
+    ln_d = float(xt @ np.array([b, a]))
     sd = float(math.sqrt(max(xt @ cov @ xt, 0.0)))
-    out["conductivity_target_range"] = [s_t * math.exp(-sd), s_t * math.exp(sd)]
-    out.update(status="fit", activation_energy=float(ea),
-               activation_energy_std=_finite(sea), diffusivity_target=d_t,
-               conductivity_target=s_t)
+    d_t = math.exp(ln_d)
+    s_t = d_t * _sigma_per_d(structure, settings.specie, target)
+    out.update(status="fit", activation_energy=float(-b * KB),
+               activation_energy_std=float(math.sqrt(cov[0, 0]) * KB),
+               diffusivity_target=d_t, conductivity_target=s_t,
+               conductivity_target_range=[s_t * math.exp(-sd), s_t * math.exp(sd)])
     return out

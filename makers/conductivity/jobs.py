@@ -59,6 +59,7 @@ def settings_key(cfg: ConductivityConfig) -> str:
     """A short hash of everything that changes a run's result except temperature."""
     d = md_settings(cfg).as_dict()
     d.pop("temperatures")
+    d.pop("max_atoms")  # a limit on what is run, not on how
     d["potential"] = potential_id(cfg.potential)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

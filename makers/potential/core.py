@@ -22,19 +22,32 @@ import numpy as np
 from flywheel.makers.train.core import ENERGY_KEY, FORCES_KEY, STRESS_KEY
 
 
-def split_materials(ids: Sequence[str], test_fraction: float,
-                    seed: int = 0) -> tuple[list[str], list[str]]:
+def split_materials(ids: Sequence[str], test_fraction: float, seed: int = 0,
+                    same: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """Deterministic train/test split of material ids (at least one test id when
-    there are two or more ids). The order of ``ids`` does not matter: each id's side
-    is fixed by a hash of ``seed`` and the id."""
+    there are two or more groups). Each id's side is fixed by a hash of ``seed`` and
+    its group, so the order of ``ids`` does not matter. ``same`` maps an id to
+    another whose side it must share (a duplicate structure and its original)."""
+    same = same or {}
+
+    def group(m: str) -> str:
+        seen = set()
+        while m in same and m not in seen:
+            seen.add(m)
+            m = same[m]
+        return m
+
     uniq = sorted(set(ids))
-    if len(uniq) < 2:
-        raise ValueError(f"need at least 2 materials to hold one out, got {len(uniq)}")
-    ranked = sorted(uniq, key=lambda m: hashlib.sha256(f"{seed}:{m}".encode())
+    groups = sorted({group(m) for m in uniq})
+    if len(groups) < 2:
+        raise ValueError(
+            f"need at least 2 distinct materials to hold one out, got {len(groups)}")
+    ranked = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode())
                     .hexdigest())
-    n_test = min(len(uniq) - 1, max(1, round(test_fraction * len(uniq))))
-    test = sorted(ranked[:n_test])
-    return sorted(set(uniq) - set(test)), test
+    n_test = min(len(groups) - 1, max(1, round(test_fraction * len(groups))))
+    held = set(ranked[:n_test])
+    test = [m for m in uniq if group(m) in held]
+    return [m for m in uniq if group(m) not in held], test
 
 
 def model_info(path: Path) -> dict[str, Any]:

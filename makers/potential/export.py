@@ -122,6 +122,8 @@ def export_filter(db: CampaignDB, config: CampaignConfig, out: Path,
         raise RuntimeError(f"no models stored for round {round_index}; rounds with "
                            f"models: {rounds}")
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("member*.model"):  # an earlier export into this folder
+        old.unlink()
     paths = db.fetch_models(round_index, out)
     files = [p.name for p in paths]
     train = [m for m, (rnd, _) in frames.items() if rnd <= round_index]
@@ -148,7 +150,23 @@ def train_final(db: CampaignDB, config: CampaignConfig, out: Path,
 
     pc = config.potential
     frames = frames_by_material(db)
-    train, held = split_materials(list(frames), pc.test_fraction, pc.seed)
+    # A duplicate (the same relaxed structure as an earlier material) stays on its
+    # original's side of the split.
+    same = {d["material_id"]: d["known_id"] for d in db.materials.find(
+        db.q(novelty="duplicate"), {"material_id": 1, "known_id": 1})
+        if d.get("known_id")}
+    try:
+        train, held = split_materials(list(frames), pc.test_fraction, pc.seed, same)
+    except ValueError as err:
+        raise RuntimeError(f"campaign {config.name!r}: {err}") from None
+    # The model cannot predict an element it never saw: such materials train.
+    seen = {int(z) for m in train for a in frames[m][1] for z in a.numbers}
+    moved = [m for m in held if {int(z) for a in frames[m][1] for z in a.numbers}
+             - seen]
+    if moved:
+        logger.warning("%d held-out materials have elements no training material has;"
+                       " they are trained on instead", len(moved))
+        train, held = sorted({*train, *moved}), [m for m in held if m not in moved]
     train_frames = [a for m in train for a in frames[m][1]]
     held_frames = [a for m in held for a in frames[m][1]]
     warm = None

@@ -94,6 +94,7 @@ def li_sublattice_dimensionality(structure: Structure,
     from pymatgen.analysis.local_env import CutOffDictNN
 
     li = structure.copy()
+    li.remove_oxidation_states()  # CutOffDictNN keys are element symbols
     li.remove_species([el for el in structure.composition.elements
                        if el.symbol != "Li"])
     if len(li) == 0:
