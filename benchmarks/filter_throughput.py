@@ -8,7 +8,13 @@ run and interleaved, for ~10- and ~50-atom Cu-Al cells and ensembles of 1 and 4:
   an ASE user would run it.  A calculator computes energy, forces and stress.
 * ``batched``: :func:`flywheel.makers.filter.core.predict_energies` (graphs
   built once and shared by the members, edge-budgeted batches, energies only:
-  ``compute_force=False``, ``torch.inference_mode``).
+  ``compute_force=False``, ``torch.inference_mode``), with its default input
+  pipeline: batches assembled directly with vesin neighbour lists
+  (:mod:`flywheel.makers.filter.graphs`, issue 11).
+* ``batched_mace_graphs``: the same with MACE's own pipeline (one ``AtomicData``
+  per structure, matscipy, collate): the input pipeline before issue 11.
+* ``graphs_only`` / ``graphs_only_mace``: building the batches alone, both ways.
+* ``model_only``: the models on prebuilt batches (the ceiling of end-to-end).
 * ``batched_unbounded``: the same without the edge budget (the behaviour
   before the budget was added), to show what it buys.
 * ``tta5``: :func:`flywheel.makers.filter.tta.predict_with_tta` with 5 volume
@@ -113,8 +119,44 @@ def run_case(
     from flywheel.makers.filter.core import load_models, predict_energies
     from flywheel.makers.filter.tta import predict_with_tta
 
+    from flywheel.makers.filter.core import _GraphDataset, _batches
+    from flywheel.makers.filter.graphs import default_backend, iter_batches, to_device
+
     models = load_models(paths, device=device)
+    r_max = float(models[0].r_max)
+    zs = [int(z) for z in models[0].atomic_numbers]
+    dtype_m = next(models[0].parameters()).dtype
+    heads = list(getattr(models[0], "heads", None) or ["Default"])
+
+    def graphs_only():
+        return [b for _, b in iter_batches(structures, r_max, zs, dtype=dtype_m,
+                                           backend=default_backend(),
+                                           batch_size=batch_size)]
+
+    def graphs_only_mace():
+        ds = _GraphDataset(structures, r_max, zs, heads, heads[0])
+        return list(_batches(ds, batch_size, None))
+
+    prebuilt = [to_device(b, device) for b in graphs_only()]
+
+    def model_only():
+        out = []
+        with torch.inference_mode():
+            for b in prebuilt:
+                for m in models:
+                    out.append(m(dict(b), training=False, compute_force=False,
+                                 compute_virials=False, compute_stress=False)["energy"])
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
     paths_fns = {
+        "batched_mace_graphs": lambda: predict_energies(
+            models, structures, batch_size=batch_size, device=device, graphs="mace"
+        ),
+        "graphs_only": graphs_only,
+        "graphs_only_mace": graphs_only_mace,
+        "model_only": model_only,
         "ase_loop": _ase_loop(paths, structures, device),
         "batched": lambda: predict_energies(
             models, structures, batch_size=batch_size, device=device
@@ -149,6 +191,10 @@ def run_case(
         "ratio_batched_vs_ase_loop": rate["batched"] / rate["ase_loop"],
         "ratio_batched_vs_ase_loop_best": best["batched"] / best["ase_loop"],
         "ratio_edge_budget_gain": rate["batched"] / rate["batched_unbounded"],
+        "ratio_pipeline_vs_mace_graphs": rate["batched"] / rate["batched_mace_graphs"],
+        "fraction_of_model_only_ceiling": rate["batched"] / rate["model_only"],
+        "max_abs_diff_pipeline_vs_mace_graphs_eV_per_atom": float(np.max(np.abs(
+            results["batched"] - results["batched_mace_graphs"]))),
         "max_abs_diff_ensemble_mean_eV_per_atom": diff,
     }
 
@@ -195,9 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flywheel.makers.train.core import MaceTrainSettings
 
     s = MaceTrainSettings()
+    card = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+            else f"{platform.machine()} CPU, {os.cpu_count()} cores")
     report = {
         "benchmark": "filter_throughput",
         "device": args.device,
+        "card": card,
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
@@ -233,14 +282,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"\nfilter throughput on {args.device}, {report['torch_threads']} thread(s)")
-    header = "cells   models  ase/s  batched/s  ratio  unbounded/s  tta5/s  |dE|max"
+    header = ("cells   models  ase/s  batched/s  mace-graphs/s  gain  ratio  "
+              "unbounded/s  tta5/s  graphs/s  mace-graphs-only/s  model/s  ceiling%  "
+              "|dE|max")
+    print(f"({card})")
     print(header)
     for c in cases:
         r = c["structures_per_s_median"]
         print(
             f"{c['n_atoms']:3d} at  {c['n_models']:6d}  {r['ase_loop']:5.1f}  "
-            f"{r['batched']:9.1f}  {c['ratio_batched_vs_ase_loop']:5.1f}  "
+            f"{r['batched']:9.1f}  {r['batched_mace_graphs']:13.1f}  "
+            f"{c['ratio_pipeline_vs_mace_graphs']:4.2f}  "
+            f"{c['ratio_batched_vs_ase_loop']:5.1f}  "
             f"{r['batched_unbounded']:11.1f}  {r['tta5']:6.1f}  "
+            f"{r['graphs_only']:8.0f}  {r['graphs_only_mace']:18.0f}  "
+            f"{r['model_only']:7.0f}  {100 * c['fraction_of_model_only_ceiling']:8.0f}  "
             f"{c['max_abs_diff_ensemble_mean_eV_per_atom']:.1e}"
         )
     print(f"wrote {args.out}")

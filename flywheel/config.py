@@ -259,6 +259,12 @@ class FilterConfig(_Section):
         "cut-off and E0s replace filter.model's. flywheel never downloads a model. "
         "Relative paths are relative to the campaign file.",
     )
+    shard_size: int | None = Field(
+        None, ge=1,
+        description="Candidates per screening job: the pool is predicted by "
+        "ceil(pool / shard_size) gpu jobs that store their predictions, and the filter "
+        "job selects from them. None: the filter job predicts the whole pool itself.",
+    )
     split_by_generator: bool = Field(
         True,
         description="Split the budget across generators in proportion to each one's "
@@ -685,6 +691,10 @@ def load_campaign(path: str | Path) -> CampaignConfig:
                 f"{path}: field 'filter.foundation_model': not found: {foundation}"
             )
         config.filter.foundation_model = foundation
+    potential = config.conductivity.potential
+    if potential.lower() != "chgnet" and not Path(potential).is_absolute():
+        # a MACE file named relative to the campaign file (workers run elsewhere)
+        config.conductivity.potential = str(base / potential)
     return config
 
 

@@ -106,6 +106,25 @@ def test_best_scale_on_constructed_energies():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("graphs", ["vesin", "matscipy"])
+def test_assembled_batches_equal_maces_pipeline(tiny_models, candidates, graphs):
+    """Batches assembled directly (issue 11) give MACE's own pipeline's energies."""
+    from ase.build import bulk
+
+    from flywheel.makers.filter.core import predict_energies
+
+    small = bulk("Cu", "fcc", a=3.6)  # a 1-atom cell: every neighbour is an image
+    skewed = bulk("Al", "fcc", a=4.05, cubic=True)
+    skewed.set_cell(skewed.cell.array + [[0, 0, 0], [2.0, 0, 0], [1.0, 1.5, 0]],
+                    scale_atoms=True)
+    structures = [*candidates, small, skewed]
+    ref = predict_energies(tiny_models, structures, graphs="mace", batch_size=3)
+    new = predict_energies(tiny_models, structures, graphs=graphs, batch_size=3)
+    np.testing.assert_allclose(new, ref, rtol=0, atol=1e-5)
+    one = predict_energies(tiny_models, structures, graphs=graphs, max_edges=1)
+    np.testing.assert_allclose(one, ref, rtol=0, atol=1e-5)
+
+
 def test_tta_with_unit_scale_equals_predict_energies(tiny_models, candidates):
     """One unit scale reproduces the plain batched prediction."""
     from flywheel.makers.filter.core import predict_energies

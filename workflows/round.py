@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from jobflow import Flow, Maker, Response, job
 
 from flywheel.db.tags import CPU, GPU, tag_job
-from flywheel.makers.filter.jobs import FilterMaker
+from flywheel.makers.filter.jobs import FilterMaker, ScreenShardMaker
 from flywheel.makers.generate.jobs import GenerateMaker
 from flywheel.makers.hull.jobs import HullMaker
 from flywheel.makers.relax.jobs import RelaxMaker
@@ -54,6 +54,28 @@ def relax_selection(
         return Response(output=output)
     return Response(output=output, detour=Flow(chunks, name=f"{config.name} "
                                                f"r{round_index} oracle"))
+
+
+@job
+def screen_pool(config: CampaignConfig, round_index: int, generated: Any = None
+                ) -> Response:
+    """Add ``ceil(pool / filter.shard_size)`` screening jobs (gpu) as a detour before
+    the filter job, which then selects from their stored predictions."""
+    from flywheel.makers.common import campaign_db
+    from flywheel.makers.filter.jobs import pool_query
+
+    db = campaign_db(config)
+    n_pool = db.candidates.count_documents(pool_query(db, round_index))
+    n_shards = math.ceil(n_pool / config.filter.shard_size)
+    shards = [tag_job(ScreenShardMaker().make(config, round_index, k, n_shards), GPU,
+                      config.name, round_index, "screen",
+                      name=f"{config.name} r{round_index} screen {k + 1}/{n_shards}")
+              for k in range(n_shards)]
+    output = {"pool": n_pool, "shards": n_shards}
+    if not shards:
+        return Response(output=output)
+    return Response(output=output, detour=Flow(shards, name=f"{config.name} "
+                                               f"r{round_index} screening"))
 
 
 @dataclass
@@ -97,8 +119,16 @@ class RoundMaker(Maker):
             gen_out = sel_out = first.output
         else:
             gen = tag(self.generate.make(config, round_index), CPU, "generate")
-            filt = tag(self.filter.make(config, round_index, gen.output), GPU, "filter")
-            jobs = [gen, filt]
+            jobs = [gen]
+            before_filter = gen.output
+            if config.filter.shard_size:
+                plan = tag(screen_pool(config, round_index, gen.output), CPU,
+                           "screen plan")
+                jobs.append(plan)
+                before_filter = plan.output
+            filt = tag(self.filter.make(config, round_index, before_filter), GPU,
+                       "filter")
+            jobs.append(filt)
             gen_out, sel_out = gen.output, filt.output
         relax = tag(relax_selection(config, round_index, sel_out.selected_ids,
                                     self.relax), CPU, "oracle")

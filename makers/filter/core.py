@@ -197,6 +197,7 @@ def predict_energies(
     batch_size: int = 32,
     device: str = "cpu",
     max_edges: int | str | None = "auto",
+    graphs: str = "auto",
 ) -> np.ndarray:
     """Energy per atom of every structure under every ensemble member.
 
@@ -221,6 +222,12 @@ def predict_energies(
         :data:`CPU_MAX_EDGES` on CPU and no limit elsewhere; ``None``: no
         limit.  Batching changes only the float summation order (~1e-7
         eV/atom in float32).
+    graphs : {"auto", "vesin", "matscipy", "mace"}
+        How input graphs are built: ``vesin``/``matscipy`` assemble each batch
+        directly (:mod:`flywheel.makers.filter.graphs`) with that neighbour list;
+        ``mace`` builds one ``AtomicData`` per structure and collates (MACE's own
+        pipeline, the reference); ``auto`` is ``vesin`` when installed, else
+        ``matscipy``.  All give the same energies (tests/test_graphs.py).
 
     Returns
     -------
@@ -247,18 +254,31 @@ def predict_energies(
     for (r_max, zs, dtype_name), members in groups.items():
         dtype = getattr(torch, dtype_name.removeprefix("torch."))
         heads = list(getattr(models[members[0]], "heads", None) or ["Default"])
-        dataset = _GraphDataset(atoms_list, r_max, zs, heads, _pick_head(heads))
+        head = _pick_head(heads)
+        if graphs == "mace":
+            dataset = _GraphDataset(atoms_list, r_max, zs, heads, head)
+            batches = ((int(b.num_graphs), b.to(device).to_dict())
+                       for b in _batches(dataset, batch_size, max_edges))
+        else:
+            from flywheel.makers.filter.graphs import (
+                default_backend,
+                iter_batches,
+                to_device,
+            )
+
+            backend = default_backend() if graphs == "auto" else graphs
+            batches = ((n, to_device(b, device)) for n, b in iter_batches(
+                atoms_list, r_max, zs, head=heads.index(head), dtype=dtype,
+                backend=backend, batch_size=batch_size, max_edges=max_edges))
         with _torch_default_dtype(dtype):
             start = 0
-            for batch in _batches(dataset, batch_size, max_edges):
-                batch = batch.to(device)
-                n_graphs = int(batch.num_graphs)
+            for n_graphs, batch in batches:
                 for i in members:
                     # Members get their own dict: a model may add or replace
                     # entries of its input (the tensors themselves are shared).
                     with torch.inference_mode():
                         result = models[i](
-                            dict(batch.to_dict()),
+                            dict(batch),
                             training=False,
                             compute_force=False,
                             compute_virials=False,
