@@ -103,7 +103,7 @@ def reclassify(row: dict, cell, st) -> dict:
     """Re-derive hops, errors and bounds from the stored diffusivity with the current
     definitions of the core (``--refit`` of runs made by an older version)."""
     from flywheel.makers.conductivity.core import (
-        MAX_FRAMEWORK_DISPLACEMENT,
+        MAX_FRAMEWORK_DIFFUSIVITY,
         _sigma_per_d,
         effective_hops,
         relative_error,
@@ -114,7 +114,8 @@ def reclassify(row: dict, cell, st) -> dict:
     d = row["diffusivity"]
     n_eff = effective_hops(d, n_li, t_fs, st.hop_distance)
     rel = relative_error(n_eff)
-    ok = row["max_framework_displacement"] < MAX_FRAMEWORK_DISPLACEMENT
+    # runs stored before the framework check existed carry no framework diffusivity
+    ok = row.get("framework_diffusivity", 0.0) < MAX_FRAMEWORK_DIFFUSIVITY
     row = {k: v for k, v in row.items()
            if k not in ("diffusivity_upper", "conductivity_upper")}
     row.update(n_eff=n_eff, diffusivity_std=d * rel if n_eff > 0 else None,

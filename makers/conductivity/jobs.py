@@ -174,7 +174,8 @@ class ConductivityFitMaker(Maker):
                 "temperature", "mean_temperature", "diffusivity", "diffusivity_std",
                 "conductivity", "conductivity_std", "n_eff", "measurable",
                 "diffusivity_upper", "conductivity_upper",
-                "max_framework_displacement", "production_ps")} for r in rows]
+                "max_framework_displacement", "framework_rms", "framework_diffusivity", "framework_unstable",
+                "smoothing", "production_ps")} for r in rows]
             missing = sorted(wanted - {r["temperature"] for r in rows})
             doc = {
                 "campaign": db.campaign, "material_id": mid, "key": key,
