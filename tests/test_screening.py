@@ -50,6 +50,10 @@ def model_files(tmp_path_factory):
 def campaign(db_uri, model_files):
     """A campaign at the start of round 1: elemental Cu and Al on the hull, a model
     of round 0 in GridFS, 10^4 generated candidates (10 of them unscorable)."""
+    return _campaign(db_uri, model_files, N_POOL, N_POOL // N_SHARDS)
+
+
+def _campaign(db_uri, model_files, n_pool, shard_size):
     from monty.json import jsanitize
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymongo import InsertOne
@@ -59,7 +63,8 @@ def campaign(db_uri, model_files):
 
     config = CampaignConfig(
         name="screening", chemistry={"elements": ["Cu", "Al"]},
-        filter={"ensemble_size": 2, "budget": 20, "max_per_formula": 20, "shard_size": N_POOL // N_SHARDS},
+        filter={"ensemble_size": 2, "budget": 20, "max_per_formula": 20,
+                "shard_size": shard_size},
         database={"uri": db_uri})
     db = CampaignDB(db_uri, config.name)
     db.ensure_indexes()
@@ -71,7 +76,7 @@ def campaign(db_uri, model_files):
         db.put_file("models", path.name, path.read_bytes(), round=0, member=i)
     base = [AseAtomsAdaptor.get_structure(a) for a in _cells(500, seed=1)]
     ops = []
-    for k in range(N_POOL):
+    for k in range(n_pool):
         s = base[k % len(base)].copy()
         s.perturb(0.01 * (k // len(base)) + 0.001)
         if k < 10:
@@ -150,3 +155,20 @@ def test_sharded_screening_of_ten_thousand(campaign):
     assert db.candidates.count_documents({"status": "selected"}) == 20
     assert db.candidates.count_documents(
         {"prediction.acquisition": {"$exists": True}}) == N_POOL - 10
+
+
+def test_round_flow_adds_the_screening_jobs(db_uri, model_files):
+    """The round's screen plan job adds ceil(pool / shard_size) screening jobs before
+    the filter (a jobflow detour), and the filter selects from their results."""
+    from flywheel.makers.filter.jobs import FilterMaker
+    from flywheel.workflows.round import screen_pool
+
+    config, db = _campaign(db_uri, model_files, 300, 100)
+    plan = screen_pool(config, 1)
+    filt = FilterMaker().make(config, 1, plan.output)
+    out = _run([plan, filt])
+    assert out[plan.uuid] == {"pool": 300, "shards": 3}
+    screens = [o for o in out.values() if isinstance(o, dict) and "written" in o]
+    assert sorted(o["shard"] for o in screens) == [0, 1, 2]
+    assert sum(o["written"] for o in screens) == 290
+    assert out[filt.uuid].scored == 290 and len(out[filt.uuid].selected_ids) == 20
