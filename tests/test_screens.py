@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from flywheel.makers.screen.core import layered, li_conductor, li_sublattice_dimensionality
+from flywheel.makers.screen.core import (
+    layered,
+    li_conductor,
+    li_sublattice_dimensionality,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -48,10 +48,10 @@ def cheon(structure: Structure, tolerance: float = 0.45) -> str | None:
 def larsen(structure: Structure) -> dict[str, Any]:
     """Larsen et al. (Phys. Rev. Mater. 2019) components with CrystalNN bonds:
     the largest dimensionality and the count of components per dimensionality."""
+    import warnings
+
     from pymatgen.analysis.dimensionality import get_structure_components
     from pymatgen.analysis.local_env import CrystalNN
-
-    import warnings
 
     try:
         with warnings.catch_warnings():  # "no oxidation states": CrystalNN copes
