@@ -54,8 +54,10 @@ def test_li_conductor_criteria():
     assert not li_conductor(lgps, stable=True, band_gap=0.3)["candidate"]
     assert li_conductor(lgps, stable=True, band_gap=3.0)["candidate"]
     assert li_conductor(lgps, stable=False)["failed"] == ["stable"]
+    li_metal = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.5] * 3])
+    assert li_conductor(li_metal, stable=True)["failed"] == ["has_framework"]
     g = li_conductor(graphite(), stable=True)
-    assert set(g["failed"]) == {"contains_li", "li_sublattice_connected"}
+    assert set(g["failed"]) == {"contains_li", "has_framework", "li_sublattice_connected"}
     licoo2 = Structure.from_spacegroup("R-3m", Lattice.hexagonal(2.82, 14.05),
                                        ["Li", "Co", "O"],
                                        [[0, 0, 0.5], [0, 0, 0], [0, 0, 0.2604]])

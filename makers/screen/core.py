@@ -110,7 +110,8 @@ def li_conductor(structure: Structure, *, stable: bool,
     """The Li-ion conductor pre-screen (docs/screens.md): every criterion with its
     value, and ``candidate`` when all that can be evaluated pass.
 
-    Criteria: contains Li; on the campaign hull (``stable``); no redox-active
+    Criteria: contains Li; another element (a host framework); on the campaign hull
+    (``stable``); no redox-active
     transition metal (:data:`REDOX_ACTIVE_TM`); a Li sublattice connected in at
     least ``min_li_dimensionality`` dimensions; band gap ≥ ``min_band_gap`` eV when
     the oracle gave one (``None``: not evaluated, and said so).
@@ -121,6 +122,8 @@ def li_conductor(structure: Structure, *, stable: bool,
     li_dim = li_sublattice_dimensionality(structure) if has_li else 0
     checks = {
         "contains_li": has_li,
+        # an ion conducts through a host: elemental Li is a metal, not an electrolyte
+        "has_framework": len(elements) >= 2,
         "stable": bool(stable),
         "no_redox_active_tm": not redox,
         "li_sublattice_connected": li_dim >= min_li_dimensionality,
