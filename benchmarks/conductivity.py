@@ -133,46 +133,21 @@ def rows_from_log(path: Path, settings: dict) -> list[dict]:
     return rows
 
 
-def reclassify(row: dict, cell, st) -> dict:
-    """Re-derive hops, errors and bounds from the stored diffusivity with the current
-    definitions of the core (``--refit`` of runs made by an older version)."""
-    from flywheel.makers.conductivity.core import (
-        MAX_FRAMEWORK_DIFFUSIVITY,
-        _sigma_per_d,
-        effective_hops,
-        relative_error,
-    )
-
-    n_li = sum(1 for x in cell if x.specie.symbol == st.specie)
-    t_fs = row["production_ps"] * 1000.0
-    d = row["diffusivity"]
-    n_eff = effective_hops(d, n_li, t_fs, st.hop_distance)
-    rel = relative_error(n_eff)
-    # runs stored before the framework check existed carry no framework diffusivity
-    ok = row.get("framework_diffusivity", 0.0) < MAX_FRAMEWORK_DIFFUSIVITY
-    row = {k: v for k, v in row.items()
-           if k not in ("diffusivity_upper", "conductivity_upper")}
-    row.update(n_eff=n_eff, diffusivity_std=d * rel if n_eff > 0 else None,
-               conductivity_std=row["conductivity"] * rel if n_eff > 0 else None,
-               measurable=bool(n_eff >= st.min_hops and d > 0 and ok),
-               framework_unstable=not ok)
-    if not row["measurable"] and ok:
-        lim = st.min_hops * st.hop_distance**2 / (6.0 * n_li * t_fs) * 0.1
-        row["diffusivity_upper"] = lim
-        row["conductivity_upper"] = lim * _sigma_per_d(cell, st.specie,
-                                                       row["temperature"])
-    return row
-
-
 def fit_all(runs: list[dict], settings: dict) -> dict:
     sys.path.insert(0, str(ROOT))
-    from flywheel.makers.conductivity.core import MDSettings, arrhenius, make_supercell
+    from flywheel.makers.conductivity.core import (
+        MDSettings,
+        arrhenius,
+        classify,
+        make_supercell,
+    )
 
     out = {}
     for name in MATERIALS:
         st = MDSettings(**{**settings, "min_length": MATERIALS[name]["min_length"]})
         cell = make_supercell(structure(name), st)
-        rows = sorted((reclassify(r, cell, st) for r in runs if r["material"] == name),
+        # re-judged with the core's current definitions (runs of older versions)
+        rows = sorted((classify(r, cell, st) for r in runs if r["material"] == name),
                       key=lambda r: r["temperature"])
         out[name] = {"per_temperature": rows, **arrhenius(cell, rows, st)}
     return out

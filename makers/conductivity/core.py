@@ -314,25 +314,14 @@ def analyze_run(structure: Structure, run: MDRun, settings: MDSettings) -> dict[
                        "origin", run.temperature)
         da = DiffusionAnalyzer(*args, smoothed=False)
     mobile = [i for i, s in enumerate(structure) if s.specie.symbol == settings.specie]
-    d = max(float(da.diffusivity), 0.0)
-    sigma = max(float(da.conductivity), 0.0)
-    t_fs = (run.displacements.shape[1] - 1) * run.sample_every * run.time_step
-    n_eff = effective_hops(d, len(mobile), t_fs, settings.hop_distance)
-    rel = relative_error(n_eff)
     framework = [i for i in range(len(structure)) if i not in set(mobile)]
     framework_d, framework_rms = framework_flow(run, framework)
-    framework_ok = framework_d < MAX_FRAMEWORK_DIFFUSIVITY
     out = {
         "temperature": run.temperature,
         "mean_temperature": run.mean_temperature,
-        "diffusivity": d,
-        "diffusivity_std": d * rel if math.isfinite(rel) else None,
-        "conductivity": sigma,
-        "conductivity_std": sigma * rel if math.isfinite(rel) else None,
+        "diffusivity": max(float(da.diffusivity), 0.0),
+        "conductivity": max(float(da.conductivity), 0.0),
         "diffusivity_components": [float(x) for x in da.diffusivity_components],
-        "n_eff": n_eff,
-        "measurable": bool(n_eff >= settings.min_hops and d > 0 and framework_ok),
-        "framework_unstable": not framework_ok,
         "max_framework_displacement": float(da.max_framework_displacement),
         "framework_rms": framework_rms,
         "framework_diffusivity": framework_d,
@@ -342,14 +331,38 @@ def analyze_run(structure: Structure, run: MDRun, settings: MDSettings) -> dict[
         * run.time_step / 1000.0,
         "seconds": run.seconds,
     }
-    if not out["measurable"] and framework_ok:
+    return classify(out, structure, settings)
+
+
+def classify(row: dict[str, Any], structure: Structure,
+             settings: MDSettings) -> dict[str, Any]:
+    """Hops, error bars, ``measurable`` and the bounds of one temperature's result
+    from its ``diffusivity``, ``conductivity``, ``production_ps`` and (when
+    recorded) ``framework_diffusivity``; ``structure`` is the MD cell. Returns a new
+    row (used by :func:`analyze_run` and to re-judge stored rows)."""
+    row = {k: v for k, v in row.items()
+           if k not in ("diffusivity_upper", "conductivity_upper")}
+    n_mobile = sum(1 for x in structure if x.specie.symbol == settings.specie)
+    t_fs = row["production_ps"] * 1000.0
+    d, sigma = row["diffusivity"], row["conductivity"]
+    n_eff = effective_hops(d, n_mobile, t_fs, settings.hop_distance)
+    rel = relative_error(n_eff)
+    framework_ok = row.get("framework_diffusivity", 0.0) < MAX_FRAMEWORK_DIFFUSIVITY
+    row.update(
+        n_eff=n_eff,
+        diffusivity_std=d * rel if math.isfinite(rel) else None,
+        conductivity_std=sigma * rel if math.isfinite(rel) else None,
+        measurable=bool(n_eff >= settings.min_hops and d > 0 and framework_ok),
+        framework_unstable=not framework_ok,
+    )
+    if not row["measurable"] and framework_ok:
         # Fewer than min_hops effective hops: D is below what this run resolves.
         d_limit = settings.min_hops * settings.hop_distance**2 / (
-            6.0 * len(mobile) * t_fs) * 0.1  # Å²/fs -> cm²/s
-        out["diffusivity_upper"] = d_limit
-        out["conductivity_upper"] = d_limit * _sigma_per_d(structure, settings.specie,
-                                                           run.temperature)
-    return out
+            6.0 * n_mobile * t_fs) * 0.1  # Å²/fs -> cm²/s
+        row["diffusivity_upper"] = d_limit
+        row["conductivity_upper"] = d_limit * _sigma_per_d(structure, settings.specie,
+                                                           row["temperature"])
+    return row
 
 
 def _finite(x: Any) -> float | None:

@@ -149,12 +149,6 @@ class Pool:
     unscorable: Counter = field(default_factory=Counter)
     unscorable_ids: dict[str, str] = field(default_factory=dict)
 
-    def subset(self, index: list[int]) -> Pool:
-        pick = lambda xs: [xs[i] for i in index]  # noqa: E731
-        return Pool(pick(self.ids), pick(self.gens), pick(self.formulas),
-                    pick(self.hull_e), pick(self.structures), pick(self.originals),
-                    pick(self.todo))
-
 
 def pool_query(db: CampaignDB, round_index: int, ids: list[str] | None = None) -> dict:
     """Every candidate not yet sent to the oracle, from this and earlier rounds (one
