@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from flywheel.makers.filter.calibration import (
     CALIBRATED_MEAN_ABS_Z,
@@ -106,7 +107,7 @@ def test_best_scale_on_constructed_energies():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("graphs", ["vesin", "matscipy"])
+@pytest.mark.parametrize("graphs", ["vesin", "matscipy", "torch"])
 def test_assembled_batches_equal_maces_pipeline(tiny_models, candidates, graphs):
     """Batches assembled directly (issue 11) give MACE's own pipeline's energies."""
     from ase.build import bulk
@@ -123,6 +124,58 @@ def test_assembled_batches_equal_maces_pipeline(tiny_models, candidates, graphs)
     np.testing.assert_allclose(new, ref, rtol=0, atol=1e-5)
     one = predict_energies(tiny_models, structures, graphs=graphs, max_edges=1)
     np.testing.assert_allclose(one, ref, rtol=0, atol=1e-5)
+
+
+class _RunsOutOfMemory(torch.nn.Module):
+    """A model that raises the card's out-of-memory error above ``limit`` edges:
+    the narrowest stand-in for a GPU that no CI machine has."""
+
+    def __init__(self, model, limit: int):
+        super().__init__()
+        self.model = model
+        self.limit = limit
+        self.r_max = model.r_max
+        self.atomic_numbers = model.atomic_numbers
+        self.heads = getattr(model, "heads", None)
+        self.calls: list[int] = []
+
+    def forward(self, batch, **kwargs):
+        edges = int(batch["edge_index"].shape[1])
+        self.calls.append(edges)
+        if edges > self.limit:
+            raise torch.OutOfMemoryError(f"stand-in: {edges} edges > {self.limit}")
+        return self.model(batch, **kwargs)
+
+
+@pytest.mark.slow
+def test_out_of_memory_batch_is_split_and_retried(tiny_models, candidates, caplog):
+    """A batch that does not fit is halved until it does; later batches are split
+    before they are tried; the energies are those of one big batch; a structure that
+    alone does not fit is a clear error."""
+    from flywheel.makers.filter.core import predict_energies, split_batch
+    from flywheel.makers.filter.graphs import build_batch
+
+    structures = candidates * 4  # 24 structures of 4 atoms
+    ref = predict_energies(tiny_models, structures, batch_size=24, max_edges=None)
+    one = build_batch(structures[:1], float(tiny_models[0].r_max),
+                      [int(z) for z in tiny_models[0].atomic_numbers])
+    per_structure = int(one["edge_index"].shape[1])
+    tight = _RunsOutOfMemory(tiny_models[0], limit=5 * per_structure)
+    with caplog.at_level("WARNING"):
+        got = predict_energies([tight], structures, batch_size=12, max_edges=None)
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-5)
+    assert "out of memory at 12 structures" in caplog.text
+    # 12 -> 6 (fails) -> 3 + 3; the second batch of 12 is split before trying.
+    assert max(tight.calls) > 5 * per_structure
+    assert sum(c > 5 * per_structure for c in tight.calls) == 2
+    # split_batch keeps every graph whole.
+    full = build_batch(structures[:5], float(tiny_models[0].r_max),
+                       [int(z) for z in tiny_models[0].atomic_numbers])
+    a, b = split_batch(full, 2)
+    assert a["edge_index"].shape[1] + b["edge_index"].shape[1] == full["edge_index"].shape[1]
+    assert int(b["edge_index"].min()) == 0 and len(b["ptr"]) == 4
+    with pytest.raises(RuntimeError, match="one structure of 4 atoms .* does not fit"):
+        predict_energies([_RunsOutOfMemory(tiny_models[0], limit=1)], structures[:2])
 
 
 def test_tta_with_unit_scale_equals_predict_energies(tiny_models, candidates):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flywheel.makers.filter.graphs import build_batch, neighbour_list
+import torch
+
+from flywheel.makers.filter.graphs import (
+    build_batch,
+    neighbour_list,
+    torch_neighbour_lists,
+)
 
 
 def _random_cells(n: int = 200, seed: int = 0):
@@ -43,10 +49,40 @@ def test_vesin_gives_exactly_matscipys_edges():
     assert n_small >= 50 and n_edges > 10_000
 
 
+def test_batched_torch_search_gives_exactly_matscipys_edges():
+    """The on-device search (issue 11), all 200 cells in one call, with some atoms
+    outside their cell, equals matscipy per cell; also when done in many passes."""
+    rng = np.random.default_rng(1)
+    cells = []
+    for pos, cell in _random_cells():
+        outside = rng.random(len(pos)) < 0.5
+        pos = pos + (outside[:, None] * rng.integers(-2, 3, (len(pos), 3))) @ cell
+        cells.append((pos, cell))
+    counts = [len(p) for p, _ in cells]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    args = (torch.as_tensor(np.concatenate([p for p, _ in cells])),
+            torch.as_tensor(np.stack([c for _, c in cells])),
+            torch.as_tensor(counts), 5.0)
+    for max_pairs in (None, 5_000):
+        s, r, u = (t.numpy() for t in torch_neighbour_lists(*args, max_pairs=max_pairs))
+        graph = np.searchsorted(starts, s, side="right") - 1
+        assert np.array_equal(graph, np.searchsorted(starts, r, side="right") - 1)
+        for b, (pos, cell) in enumerate(cells):
+            m = graph == b
+            got = _edges(s[m] - starts[b], r[m] - starts[b], u[m])
+            assert got == _edges(*neighbour_list(pos, cell, 5.0, "matscipy")), b
+    assert len(s) > 10_000
+
+
 def test_single_atom_sees_only_its_images():
     cell = np.diag([2.0, 2.0, 2.0])
-    for backend in ("vesin", "matscipy"):
-        s, r, u = neighbour_list(np.zeros((1, 3)), cell, 3.0, backend)
+    for backend in ("vesin", "matscipy", "torch"):
+        if backend == "torch":
+            s, r, u = (t.numpy() for t in torch_neighbour_lists(
+                torch.zeros(1, 3, dtype=torch.float64),
+                torch.as_tensor(cell)[None], torch.tensor([1]), 3.0))
+        else:
+            s, r, u = neighbour_list(np.zeros((1, 3)), cell, 3.0, backend)
         assert (s == 0).all() and (r == 0).all()
         assert len(u) == 18  # 6 images at 2 Å and 12 at 2.83 Å; none at 3.46 Å
         assert not np.any(np.all(u == 0, axis=1))
@@ -55,5 +91,7 @@ def test_single_atom_sees_only_its_images():
 def test_unknown_element_is_named():
     from ase.build import bulk
 
-    with pytest.raises(ValueError, match="structure 1 has elements \\[29\\]"):
-        build_batch([bulk("Al", "fcc", a=4.05), bulk("Cu", "fcc", a=3.6)], 5.0, [13])
+    for backend in ("vesin", "torch"):
+        with pytest.raises(ValueError, match="structure 1 has elements \\[29\\]"):
+            build_batch([bulk("Al", "fcc", a=4.05), bulk("Cu", "fcc", a=3.6)], 5.0,
+                        [13], backend=backend)

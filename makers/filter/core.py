@@ -190,21 +190,130 @@ def _batches(
         yield collate(pending)
 
 
+#: Structures per batch when ``batch_size`` is None: small batches on a CPU (the
+#: edge budget rules there), large ones on a GPU, where out-of-memory splitting
+#: (:class:`_Evaluator`) bounds them by the card's memory.
+DEFAULT_BATCH_SIZE = {"cpu": 32, "cuda": 1024}
+
+#: The keys a MACE model reads for energy inference (what graphs.assemble builds).
+_MODEL_KEYS = ("positions", "node_attrs", "edge_index", "shifts", "unit_shifts",
+               "cell", "batch", "ptr", "head")
+
+
+def split_batch(batch: dict[str, torch.Tensor], k: int,
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split a model input into its first ``k`` graphs and the rest."""
+    ptr = batch["ptr"]
+    cut = int(ptr[k])
+    n_graphs = len(ptr) - 1
+    first_edges = batch["batch"][batch["edge_index"][0]] < k
+    second_edges = ~first_edges
+    a = {
+        "positions": batch["positions"][:cut],
+        "node_attrs": batch["node_attrs"][:cut],
+        "edge_index": batch["edge_index"][:, first_edges],
+        "shifts": batch["shifts"][first_edges],
+        "unit_shifts": batch["unit_shifts"][first_edges],
+        "cell": batch["cell"][: 3 * k],
+        "batch": batch["batch"][:cut],
+        "ptr": ptr[: k + 1],
+        "head": batch["head"][:k],
+    }
+    b = {
+        "positions": batch["positions"][cut:],
+        "node_attrs": batch["node_attrs"][cut:],
+        "edge_index": batch["edge_index"][:, second_edges] - cut,
+        "shifts": batch["shifts"][second_edges],
+        "unit_shifts": batch["unit_shifts"][second_edges],
+        "cell": batch["cell"][3 * k: 3 * n_graphs],
+        "batch": batch["batch"][cut:] - k,
+        "ptr": ptr[k:] - cut,
+        "head": batch["head"][k:],
+    }
+    return a, b
+
+
+class _Evaluator:
+    """Energies of a batch under some ensemble members; a batch that runs out of
+    device memory is split in two and retried, never fatal.
+
+    After an out-of-memory error at ``E`` edges, later batches above ``E / 2``
+    edges are split before they are tried (the budget learnt from the card).  A
+    single structure that does not fit raises ``RuntimeError`` naming its size.
+    """
+
+    def __init__(self, models: Sequence[torch.nn.Module], members: Sequence[int],
+                 device: str):
+        self.models = models
+        self.members = list(members)
+        self.device = str(device)
+        self.max_edges: int | None = None
+        self.splits = 0
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(len(members), n_graphs)`` total energies, float64, on the CPU."""
+        import torch
+
+        n_graphs = len(batch["ptr"]) - 1
+        n_edges = int(batch["edge_index"].shape[1])
+        if n_graphs > 1 and self.max_edges is not None and n_edges > self.max_edges:
+            return self._halves(batch, n_graphs)
+        try:
+            return self._run(batch)
+        except torch.OutOfMemoryError as err:
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            if n_graphs == 1:
+                raise RuntimeError(
+                    f"one structure of {int(batch['ptr'][1])} atoms and {n_edges} "
+                    f"edges does not fit in the memory of {self.device}: {err}") from err
+            self.max_edges = max(1, n_edges // 2)
+            self.splits += 1
+            logger.warning("out of memory at %d structures, %d edges on %s: split "
+                           "and retried; batches now stay under %d edges",
+                           n_graphs, n_edges, self.device, self.max_edges)
+            return self._halves(batch, n_graphs)
+
+    def _halves(self, batch: dict[str, torch.Tensor], n_graphs: int) -> torch.Tensor:
+        import torch
+
+        a, b = split_batch(batch, n_graphs // 2)
+        return torch.cat([self(a), self(b)], dim=1)
+
+    def _run(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        energies = []
+        for i in self.members:
+            # Members get their own dict: a model may add or replace entries of
+            # its input (the tensors themselves are shared).
+            with torch.inference_mode():
+                result = self.models[i](
+                    dict(batch),
+                    training=False,
+                    compute_force=False,
+                    compute_virials=False,
+                    compute_stress=False,
+                )
+                energies.append(result["energy"].to("cpu", torch.float64))
+        return torch.stack(energies)
+
+
 def predict_energies(
     models: Sequence[torch.nn.Module],
     structures: Sequence[Any],
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str = "cpu",
     max_edges: int | str | None = "auto",
     graphs: str = "auto",
 ) -> np.ndarray:
     """Energy per atom of every structure under every ensemble member.
 
-    Graphs are built once with MACE's own data pipeline and each batch is
-    evaluated by all members sharing that cutoff/element table; only energies
-    are computed (no force/stress back-propagation), under
-    ``torch.inference_mode``.
+    Each batch's graph is built once and evaluated by all members sharing that
+    cutoff/element table; only energies are computed (no force/stress
+    back-propagation), under ``torch.inference_mode``.  A batch that runs out of
+    device memory is split and retried (:class:`_Evaluator`).
 
     Parameters
     ----------
@@ -212,22 +321,26 @@ def predict_energies(
         MACE models (see :func:`load_models`), already on ``device``.
     structures : sequence of pymatgen Structure or ase.Atoms
         Ordered, periodic structures with elements known to every model.
-    batch_size : int
-        Most structures per batch.
+    batch_size : int or None
+        Most structures per batch; ``None``: :data:`DEFAULT_BATCH_SIZE` for the
+        device.
     device : str
         Torch device the batches are moved to.
     max_edges : int, None or "auto"
         Most graph edges (directed neighbour pairs) per batch; a structure
         with more edges is evaluated alone.  ``"auto"`` uses
-        :data:`CPU_MAX_EDGES` on CPU and no limit elsewhere; ``None``: no
-        limit.  Batching changes only the float summation order (~1e-7
-        eV/atom in float32).
-    graphs : {"auto", "vesin", "matscipy", "mace"}
-        How input graphs are built: ``vesin``/``matscipy`` assemble each batch
-        directly (:mod:`flywheel.makers.filter.graphs`) with that neighbour list;
+        :data:`CPU_MAX_EDGES` on CPU and, elsewhere, no limit until the card
+        runs out of memory (then half the edges of the batch that did not fit).
+        ``None``: no limit.  Batching changes only the float summation order
+        (~1e-7 eV/atom in float32).
+    graphs : {"auto", "vesin", "matscipy", "torch", "mace"}
+        How input graphs are built: ``vesin``/``matscipy`` search neighbours per
+        structure on the CPU and assemble each batch directly, ``torch`` searches
+        a whole batch at once on ``device`` (:mod:`flywheel.makers.filter.graphs`);
         ``mace`` builds one ``AtomicData`` per structure and collates (MACE's own
-        pipeline, the reference); ``auto`` is ``vesin`` when installed, else
-        ``matscipy``.  All give the same energies (tests/test_graphs.py).
+        pipeline, the reference); ``auto`` is ``torch`` on a GPU, else ``vesin``
+        when installed, else ``matscipy``.  All give the same energies
+        (tests/test_graphs.py).
 
     Returns
     -------
@@ -236,8 +349,11 @@ def predict_energies(
     """
     import torch
 
+    on_cpu = str(device).startswith("cpu")
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE["cpu" if on_cpu else "cuda"]
     if max_edges == "auto":
-        max_edges = CPU_MAX_EDGES if str(device).startswith("cpu") else None
+        max_edges = CPU_MAX_EDGES if on_cpu else None
     atoms_list = [_to_atoms(s) for s in structures]
     n_atoms = np.array([len(a) for a in atoms_list], dtype=float)
     out = np.full((len(models), len(atoms_list)), np.nan)
@@ -257,36 +373,27 @@ def predict_energies(
         head = _pick_head(heads)
         if graphs == "mace":
             dataset = _GraphDataset(atoms_list, r_max, zs, heads, head)
-            batches = ((int(b.num_graphs), b.to(device).to_dict())
-                       for b in _batches(dataset, batch_size, max_edges))
+            batches = ((int(b.num_graphs), {k: b[k] for k in _MODEL_KEYS})
+                       for b in (c.to(device) for c in
+                                 _batches(dataset, batch_size, max_edges)))
         else:
-            from flywheel.makers.filter.graphs import (
-                default_backend,
-                iter_batches,
-                to_device,
-            )
+            from flywheel.makers.filter.graphs import default_backend, iter_batches
 
-            backend = default_backend() if graphs == "auto" else graphs
-            batches = ((n, to_device(b, device)) for n, b in iter_batches(
+            backend = default_backend(device) if graphs == "auto" else graphs
+            batches = iter_batches(
                 atoms_list, r_max, zs, head=heads.index(head), dtype=dtype,
-                backend=backend, batch_size=batch_size, max_edges=max_edges))
+                backend=backend, batch_size=batch_size, max_edges=max_edges,
+                device=device)
+        evaluate = _Evaluator(models, members, device)
         with _torch_default_dtype(dtype):
             start = 0
             for n_graphs, batch in batches:
-                for i in members:
-                    # Members get their own dict: a model may add or replace
-                    # entries of its input (the tensors themselves are shared).
-                    with torch.inference_mode():
-                        result = models[i](
-                            dict(batch),
-                            training=False,
-                            compute_force=False,
-                            compute_virials=False,
-                            compute_stress=False,
-                        )
-                        energy = result["energy"].to("cpu", torch.float64)
-                    out[i, start : start + n_graphs] = energy.numpy()
+                energies = evaluate(batch)
+                out[members, start : start + n_graphs] = energies.numpy()
                 start += n_graphs
+        if evaluate.splits:
+            logger.info("%d out-of-memory splits on %s; largest batch that fit: %s "
+                        "edges", evaluate.splits, device, evaluate.max_edges)
     return out / n_atoms[None, :]
 
 
