@@ -105,6 +105,8 @@ class RoundDoc(_Doc):
     n_stable: int = Field(description="Stable entries in the campaign after the round.")
     n_frames: int | None = Field(None, description="Training frames after the round.")
     train_seconds: float | None = Field(None, description="Ensemble training time (s).")
+    train_seconds_per_epoch: float | None = Field(
+        None, description="Mean seconds per training epoch of one member.")
     stopped: bool = Field(False, description="Whether the stop rule ended the campaign.")
     stop_reason: str | None = Field(None, description="Why the campaign stopped.")
     finished_at: datetime = Field(default_factory=_now)

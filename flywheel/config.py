@@ -227,7 +227,10 @@ class FilterConfig(_Section):
     max_per_formula: int = Field(
         2, ge=1, description="Polymorphs of one reduced formula selected per round."
     )
-    batch_size: int = Field(32, ge=1, description="Structures per inference batch.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Most structures per inference batch; null: 32 on a "
+        "CPU, 1024 on a GPU (where a batch that runs out of memory is split and "
+        "retried, and later batches stay under the size that fit).")
     tta_scales: list[float] = Field(
         default_factory=lambda: [1.0],
         description="Isotropic lattice scalings for test-time augmentation; each "

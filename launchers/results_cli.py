@@ -52,6 +52,7 @@ ROUND_COLUMNS: list[tuple[Any, str, str]] = [
     ("n_new", "new", "{}"),
     ("n_stable", "hull", "{}"),
     ("train_seconds", "train s", "{:.0f}"),
+    ("train_seconds_per_epoch", "s/epoch", "{:.2f}"),
 ]
 
 

@@ -104,3 +104,11 @@ class TrainOutput(BaseModel):
         description="What the members started from: 'scratch', 'previous round' or "
         "'foundation'.",
     )
+    seconds_per_epoch: float | None = Field(
+        None, description="Mean wall seconds per training epoch of a member "
+        "(validation included), from MACE's log.")
+    workers: int = Field(1, description="Worker processes that trained the members "
+                         "side by side; each trains its members in turn.")
+    startup_seconds: float | None = Field(
+        None, description="Longest worker start-up (imports, device start), paid "
+        "once per worker rather than once per member.")

@@ -197,6 +197,45 @@ def test_seeds_differ_and_training_is_reproducible(data, ensemble, tmp_path):
 
 
 @pytest.mark.slow
+def test_members_share_one_worker_process_without_changing_them(data, ensemble,
+                                                                 tmp_path):
+    """Both members were trained in one worker process (settings.parallel = 1); the
+    second equals the same member trained alone in a fresh process; the report has
+    the start-up and the seconds per epoch; a failing member is named and does not
+    stop the next one."""
+    from flywheel.makers.train.core import (
+        _prepare_member,
+        _train_group,
+        training_report,
+    )
+
+    report = training_report(ensemble[0].parent.parent)
+    assert report["workers"] == [{"members": [0, 1],
+                                  "startup_s": report["workers"][0]["startup_s"]}]
+    assert report["workers"][0]["startup_s"] > 0.5  # torch + MACE imports, once
+    for member in report["members"]:
+        assert 0 < member["seconds_per_epoch"] < member["seconds"] / EPOCHS
+    xyz = ensemble[0].parent.parent / "train.xyz"
+    alone = train_mace_model(xyz, tmp_path / "alone", seed=1, settings=SETTINGS,
+                             name="model_1")
+    np.testing.assert_allclose(
+        predict_energies(load_models([alone]), data["test"])[0],
+        predict_energies(load_models([ensemble[1]]), data["test"])[0],
+        rtol=0, atol=1e-5)
+
+    short = MaceTrainSettings(max_num_epochs=1)
+    bad = _prepare_member(xyz, tmp_path / "bad", seed=0, settings=short,
+                          warm_start=None, name="bad")
+    bad["argv"].append("--max_L=not-a-number")
+    good = _prepare_member(xyz, tmp_path / "good", seed=0, settings=short,
+                           warm_start=None, name="good")
+    with pytest.raises(RuntimeError, match="MACE training bad failed .*SystemExit"):
+        _train_group([bad, good], short, tmp_path / "worker.json")
+    assert Path(good["model"]).exists()
+    assert "invalid int value" in (tmp_path / "bad" / "bad_train.log").read_text()
+
+
+@pytest.mark.slow
 def test_warm_start_beats_cold_start(data, ensemble, tmp_path):
     """Warm start begins from a far lower loss and ends more accurate."""
     # Next flywheel round: old data plus new frames, two short epochs each.

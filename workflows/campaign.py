@@ -138,6 +138,7 @@ def close_round(
         n_discoveries=db.materials.count_documents(db.q(discovery=True)),
         n_frames=trn.get("n_frames"),
         train_seconds=trn.get("seconds"),
+        train_seconds_per_epoch=trn.get("seconds_per_epoch"),
         **metrics,
     )
     history = [

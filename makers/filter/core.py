@@ -251,7 +251,8 @@ class _Evaluator:
         self.splits = 0
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``(len(members), n_graphs)`` total energies, float64, on the CPU."""
+        """``(len(members), n_graphs)`` total energies, on the batch's device (not
+        waited for: the caller copies them once the next batch is queued)."""
         import torch
 
         n_graphs = len(batch["ptr"]) - 1
@@ -295,8 +296,16 @@ class _Evaluator:
                     compute_virials=False,
                     compute_stress=False,
                 )
-                energies.append(result["energy"].to("cpu", torch.float64))
+                energies.append(result["energy"].detach())
         return torch.stack(energies)
+
+
+def _store(out: np.ndarray, members: list[int], start: int,
+           energies: torch.Tensor) -> None:
+    import torch
+
+    out[members, start : start + energies.shape[1]] = energies.to(
+        "cpu", torch.float64).numpy()
 
 
 def predict_energies(
@@ -387,10 +396,18 @@ def predict_energies(
         evaluate = _Evaluator(models, members, device)
         with _torch_default_dtype(dtype):
             start = 0
+            queued = None
             for n_graphs, batch in batches:
+                # On a GPU the copy back waits for the device: it is done for the
+                # previous batch after this one is queued, so the CPU prepares the
+                # next batch while the device computes.
                 energies = evaluate(batch)
-                out[members, start : start + n_graphs] = energies.numpy()
+                if queued is not None:
+                    _store(out, members, *queued)
+                queued = (start, energies)
                 start += n_graphs
+            if queued is not None:
+                _store(out, members, *queued)
         if evaluate.splits:
             logger.info("%d out-of-memory splits on %s; largest batch that fit: %s "
                         "edges", evaluate.splits, device, evaluate.max_edges)

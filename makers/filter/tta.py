@@ -76,7 +76,7 @@ def predict_with_tta(
     scales: Sequence[float] = DEFAULT_SCALES,
     kind: Literal["linear", "volume"] = "linear",
     aggregate: Literal["min", "mean", "none"] = "min",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str = "cpu",
 ) -> np.ndarray:
     """Ensemble energies per atom with volume-scaling test-time augmentation.
@@ -101,8 +101,8 @@ def predict_with_tta(
         ``"min"``: the lowest energy over the scalings (relaxed-volume estimate,
         GNoME); ``"mean"``: the average (a smoothing, not a relaxation);
         ``"none"``: keep every scaling.
-    batch_size : int
-        Most structures per batch (see ``predict_energies``).
+    batch_size : int or None
+        Most structures per batch (see ``predict_energies``; ``None``: by device).
     device : str
         Torch device.
 

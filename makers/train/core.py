@@ -1,10 +1,11 @@
 """Pure (workflow-free) MACE training helpers.
 
 These functions write labelled frames to extxyz and train MACE models by running
-MACE's own trainer (``python -m mace.cli.run_train``) in a subprocess.  Running
-the trainer out of process keeps MACE's global side effects (torch default dtype,
-logging handlers, seeding) out of the caller and gives one self-contained log
-file per model.
+MACE's own trainer (``mace.cli.run_train``) in worker processes
+(:mod:`flywheel.makers.train.worker`), each training one or more members in turn.
+Running the trainer out of process keeps MACE's global side effects (torch default
+dtype, logging handlers, seeding) out of the caller and gives one self-contained
+log file per model.
 
 Units follow ASE: energies in eV, forces in eV/Å, stresses in eV/Å^3 (ASE sign
 convention, i.e. ``atoms.get_stress()``), lengths in Å.
@@ -106,10 +107,10 @@ class MaceTrainSettings:
     num_threads : int
         ``OMP_NUM_THREADS`` for the trainer subprocess.
     parallel : int
-        Ensemble members trained at the same time (one subprocess each) by
-        :func:`train_ensemble`.  On a CPU with ``k`` free cores use
-        ``k // num_threads``: on this 2-core machine two members side by side
-        take the wall time of one (measured in ``benchmarks/training.py``).
+        Worker processes :func:`train_ensemble` runs side by side; the members
+        are dealt to them and each worker trains its share one after another in
+        one process.  On a CPU with ``k`` free cores use ``k // num_threads``;
+        on a GPU the workers share the device (``benchmarks/training.py``).
     timeout_s : float or None
         Wall-clock limit for one training run in seconds; ``None`` = no limit.
     extra_args : tuple of str
@@ -339,6 +340,118 @@ def _log_tail(path: Path, n_lines: int = 40) -> str:
     return "\n".join(lines[-n_lines:])
 
 
+def _prepare_member(
+    train_xyz: Path,
+    workdir: Path,
+    *,
+    seed: int,
+    settings: MaceTrainSettings,
+    warm_start: Path | None,
+    name: str,
+) -> dict:
+    """Check the data, clear stale outputs and build one member's trainer arguments."""
+    train_xyz = Path(train_xyz).resolve()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    s = settings
+    if not 0.0 < s.valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in (0, 1), got {s.valid_fraction}")
+    n_frames, elements = _scan_xyz(train_xyz)
+    if n_frames < 2:
+        raise ValueError(f"need at least 2 frames to train, got {n_frames}")
+    # Mirror MACE's split (random_train_valid_split) to size the batches.
+    n_train = min(n_frames - int(s.valid_fraction * n_frames), n_frames - 1)
+    batch_size = max(1, min(s.batch_size, n_train))
+    if batch_size < s.batch_size:
+        logger.info("batch_size %d for %d training frames", batch_size, n_train)
+
+    if warm_start is not None:
+        warm_start = Path(warm_start).resolve()
+        missing = elements - _model_elements(warm_start)
+        if missing:
+            logger.warning(
+                "warm-start model %s lacks elements %s; cold start",
+                warm_start,
+                sorted(missing),
+            )
+            warm_start = None
+
+    _clear_stale_outputs(workdir, name, seed)
+    argv = _mace_cli_args(
+        train_xyz,
+        workdir,
+        seed=seed,
+        name=name,
+        settings=s,
+        batch_size=batch_size,
+        warm_start=warm_start,
+    )
+    log_path = workdir / f"{name}_train.log"
+    log_path.write_text("# mace.cli.run_train " + " ".join(argv) + "\n")
+    logger.info(
+        "training MACE %s: seed=%d, %d frames, warm start %s",
+        name,
+        seed,
+        n_frames,
+        warm_start,
+    )
+    return {"argv": [str(a) for a in argv], "log": str(log_path), "cwd": str(workdir),
+            "model": str(workdir / f"{name}.model"), "name": name}
+
+
+def _train_group(members: Sequence[dict], settings: MaceTrainSettings,
+                 report_path: Path) -> dict:
+    """Train ``members`` one after another in one worker process.
+
+    Returns the worker's report (:mod:`flywheel.makers.train.worker`); raises
+    ``RuntimeError`` with the log tail of every member that failed or timed out.
+    """
+    import json
+    import tempfile
+
+    threads = str(settings.num_threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    report_path = Path(report_path)
+    report_path.unlink(missing_ok=True)
+    spec = {"members": [{k: m[k] for k in ("argv", "log", "cwd")} for m in members],
+            "report": str(report_path)}
+    timeout = (None if settings.timeout_s is None
+               else settings.timeout_s * len(members))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+    worker_log = report_path.with_suffix(".log")
+    try:
+        with worker_log.open("w") as log:
+            proc = subprocess.run(
+                [sys.executable, "-m", "flywheel.makers.train.worker", f.name],
+                env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                check=False)
+        returncode: int | str = proc.returncode
+    except subprocess.TimeoutExpired:
+        returncode = f"timed out after {timeout} s"
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        report = {"startup_s": None, "members": []}
+    done = report["members"]
+    failed = []
+    for k, member in enumerate(members):
+        entry = done[k] if k < len(done) else {"ok": False,
+                                                "error": f"worker {returncode}"}
+        if not entry["ok"] or not Path(member["model"]).exists():
+            log = Path(member["log"])
+            failed.append(
+                f"MACE training {member['name']} failed ({entry.get('error', 'no model')}"
+                f"); log {log}:\n{_log_tail(log)}")
+    if failed:
+        if not done:
+            failed.append(f"worker log {worker_log}:\n{_log_tail(worker_log)}")
+        raise RuntimeError("\n".join(failed))
+    return report
+
+
 def train_mace_model(
     train_xyz: Path,
     workdir: Path,
@@ -348,7 +461,8 @@ def train_mace_model(
     warm_start: Path | None = None,
     name: str = "model",
 ) -> Path:
-    """Train one MACE model with ``python -m mace.cli.run_train``.
+    """Train one MACE model with MACE's own trainer (``mace.cli.run_train``), in a
+    worker process (:mod:`flywheel.makers.train.worker`).
 
     Parameters
     ----------
@@ -382,79 +496,10 @@ def train_mace_model(
     RuntimeError
         If the trainer fails or times out; the message has the log tail.
     """
-    train_xyz = Path(train_xyz).resolve()
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    s = settings
-    if not 0.0 < s.valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in (0, 1), got {s.valid_fraction}")
-    n_frames, elements = _scan_xyz(train_xyz)
-    if n_frames < 2:
-        raise ValueError(f"need at least 2 frames to train, got {n_frames}")
-    # Mirror MACE's split (random_train_valid_split) to size the batches.
-    n_train = min(n_frames - int(s.valid_fraction * n_frames), n_frames - 1)
-    batch_size = max(1, min(s.batch_size, n_train))
-    if batch_size < s.batch_size:
-        logger.info("batch_size %d for %d training frames", batch_size, n_train)
-
-    if warm_start is not None:
-        warm_start = Path(warm_start).resolve()
-        missing = elements - _model_elements(warm_start)
-        if missing:
-            logger.warning(
-                "warm-start model %s lacks elements %s; cold start",
-                warm_start,
-                sorted(missing),
-            )
-            warm_start = None
-
-    _clear_stale_outputs(workdir, name, seed)
-    cmd = [sys.executable, "-m", "mace.cli.run_train"]
-    cmd += _mace_cli_args(
-        train_xyz,
-        workdir,
-        seed=seed,
-        name=name,
-        settings=s,
-        batch_size=batch_size,
-        warm_start=warm_start,
-    )
-    threads = str(s.num_threads)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    log_path = workdir / f"{name}_train.log"
-    logger.info(
-        "training MACE %s: seed=%d, %d frames, warm start %s",
-        name,
-        seed,
-        n_frames,
-        warm_start,
-    )
-    logger.debug("command: %s", " ".join(cmd))
-    with log_path.open("w") as log:
-        log.write("# " + " ".join(cmd) + "\n")
-        log.flush()
-        try:
-            proc = subprocess.run(
-                cmd,
-                cwd=workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=s.timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as err:
-            raise RuntimeError(
-                f"MACE training {name} timed out after {s.timeout_s} s; log "
-                f"{log_path}:\n{_log_tail(log_path)}"
-            ) from err
-    model_path = workdir / f"{name}.model"
-    if proc.returncode != 0 or not model_path.exists():
-        raise RuntimeError(
-            f"MACE training {name} failed (exit code {proc.returncode}); log "
-            f"{log_path}:\n{_log_tail(log_path)}"
-        )
-    return model_path
+    member = _prepare_member(train_xyz, workdir, seed=seed, settings=settings,
+                             warm_start=warm_start, name=name)
+    _train_group([member], settings, Path(member["cwd"]) / f"{name}_worker.json")
+    return Path(member["model"])
 
 
 def train_ensemble(
@@ -469,6 +514,13 @@ def train_ensemble(
     base_seed: int = 0,
 ) -> list[Path]:
     """Train an ensemble of MACE models on the same frames.
+
+    The members are dealt to ``settings.parallel`` worker processes that run side
+    by side; each worker trains its members one after another, so the imports and
+    the device start are paid once per worker, not once per member
+    (``benchmarks/training.py``).  ``workdir/training_report.json`` records the
+    start-up and training seconds and the seconds per epoch of every member
+    (:func:`training_report`).
 
     Parameters
     ----------
@@ -486,7 +538,7 @@ def train_ensemble(
     warm_start : sequence of Path or None
         Member ``i`` starts from ``warm_start[i]`` (entries may be ``None``).
     progress : bool
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (one step per worker).
     base_seed : int
         Offset of the default seeds (e.g. the flywheel round number x 100).
 
@@ -495,6 +547,8 @@ def train_ensemble(
     list of Path
         Saved model files, in member order.
     """
+    import json
+
     if n_models < 1:
         raise ValueError("n_models must be >= 1")
     seeds = (
@@ -508,31 +562,67 @@ def train_ensemble(
 
     workdir = Path(workdir)
     train_xyz = frames_to_extxyz(list(frames), workdir / "train.xyz")
-
-    def train(i: int) -> Path:
-        return train_mace_model(
-            train_xyz,
-            workdir / f"member_{i}",
-            seed=seeds[i],
-            settings=settings,
-            warm_start=starts[i],
-            name=f"model_{i}",
-        )
+    members = [
+        _prepare_member(train_xyz, workdir / f"member_{i}", seed=seeds[i],
+                        settings=settings, warm_start=starts[i], name=f"model_{i}")
+        for i in range(n_models)
+    ]
+    n_workers = max(1, min(settings.parallel, n_models))
+    groups = [list(range(w, n_models, n_workers)) for w in range(n_workers)]
 
     from concurrent.futures import ThreadPoolExecutor
 
-    # Threads only wait on the trainer subprocesses; each member is its own process.
-    with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
-        futures = [pool.submit(train, i) for i in range(n_models)]
+    # Threads only wait on the worker processes.
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        futures = [pool.submit(_train_group, [members[i] for i in group], settings,
+                               workdir / f"worker_{w}.json")
+                   for w, group in enumerate(groups)]
         if progress:
             from concurrent.futures import as_completed
 
             from tqdm.auto import tqdm
 
-            for _ in tqdm(as_completed(futures), total=n_models,
-                          desc="MACE ensemble", unit="model"):
+            for _ in tqdm(as_completed(futures), total=n_workers,
+                          desc=f"MACE ensemble ({n_models} in {n_workers} workers)",
+                          unit="worker"):
                 pass
-        return [f.result() for f in futures]
+        reports = [f.result() for f in futures]
+    summary = {"workers": [], "members": [None] * n_models}
+    for group, report in zip(groups, reports, strict=True):
+        summary["workers"].append({"members": group, "startup_s": report["startup_s"]})
+        for i, entry in zip(group, report["members"], strict=True):
+            summary["members"][i] = {
+                "seconds": entry["seconds"],
+                "seconds_per_epoch": seconds_per_epoch(Path(members[i]["log"])),
+            }
+    (workdir / "training_report.json").write_text(json.dumps(summary, indent=1))
+    return [Path(m["model"]) for m in members]
+
+
+def training_report(workdir: Path) -> dict:
+    """What :func:`train_ensemble` measured in ``workdir``: per worker its members
+    and ``startup_s``, per member ``seconds`` and ``seconds_per_epoch``."""
+    import json
+
+    return json.loads((Path(workdir) / "training_report.json").read_text())
+
+
+_STAMP_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) INFO: "
+                       r"(Initial|Epoch \d+):")
+
+
+def seconds_per_epoch(log_path: Path) -> float | None:
+    """Mean wall seconds per training epoch (validation included) from a captured
+    MACE log: from the evaluation before training to the last epoch's."""
+    from datetime import datetime
+
+    stamps = []
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        if m := _STAMP_RE.match(line):
+            stamps.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f"))
+    if len(stamps) < 2:
+        return None
+    return (stamps[-1] - stamps[0]).total_seconds() / (len(stamps) - 1)
 
 
 _EPOCH_RE = re.compile(

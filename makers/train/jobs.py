@@ -119,7 +119,7 @@ class TrainMaker(Maker):
         ``filter.foundation_model`` when given (fine-tuning), else from scratch.
         """
         from flywheel.makers.schemas import TrainOutput
-        from flywheel.makers.train.core import train_ensemble
+        from flywheel.makers.train.core import train_ensemble, training_report
         from flywheel.settings import get_settings
 
         limit_threads()
@@ -156,6 +156,9 @@ class TrainMaker(Maker):
                 seeds=[1000 * round_index + i for i in range(n)],
                 warm_start=warm,
             )
+            report = training_report(tmp_path / "train")
+            per_epoch = [m["seconds_per_epoch"] for m in report["members"]
+                         if m["seconds_per_epoch"] is not None]
             # A rerun replaces this round's models instead of adding to them.
             db.delete_files("models", [f["_id"] for f in
                                        db.find_files("models", round=round_index)])
@@ -171,4 +174,7 @@ class TrainMaker(Maker):
             seconds=time.perf_counter() - start,
             warm_started=warm is not None,
             start=start_from,
+            seconds_per_epoch=sum(per_epoch) / len(per_epoch) if per_epoch else None,
+            workers=len(report["workers"]),
+            startup_seconds=max(w["startup_s"] for w in report["workers"]),
         )
