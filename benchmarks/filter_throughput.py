@@ -23,6 +23,9 @@ run and interleaved, for ~10- and ~50-atom Cu-Al cells and ensembles of 1 and 4:
   before the budget was added), to show what it buys.
 * ``tta5``: :func:`flywheel.makers.filter.tta.predict_with_tta` with 5 volume
   scalings (rate counted in original structures).
+* ``batched_cueq`` (with ``--cueq``): ``batched`` with the members converted to
+  cuEquivariance kernels (:func:`flywheel.makers.filter.core.to_cueq`); the
+  conversion's seconds are reported apart.
 
 Usage::
 
@@ -117,6 +120,7 @@ def run_case(
     batch_size: int | None,
     repeats: int,
     slow_subset: int,
+    cueq: bool = False,
 ) -> dict:
     """Time the four paths on one set of structures (interleaved repeats)."""
     import torch
@@ -192,6 +196,15 @@ def run_case(
         ),
     }
     slow = {"batched_mace_graphs", "ase_loop", "tta5"}
+    convert_s = None
+    if cueq:
+        from flywheel.makers.filter.core import to_cueq
+
+        t0 = time.perf_counter()
+        cq_models = [to_cueq(m, device) for m in models]
+        convert_s = (time.perf_counter() - t0) / len(models)
+        paths_fns["batched_cueq"] = lambda: predict_energies(
+            cq_models, structures, batch_size=batch_size, device=device)
     dtype = torch.get_default_dtype()
     # Warm-up (lazy initialisation, allocator) on a few structures.
     predict_energies(models, structures[:4], device=device)
@@ -226,6 +239,9 @@ def run_case(
         "ratio_edge_budget_gain": rate["batched"] / rate["batched_unbounded"],
         "ratio_pipeline_vs_mace_graphs": rate["batched"] / rate["batched_mace_graphs"],
         "ratio_torch_vs_vesin_search": rate["batched_torch"] / rate["batched_vesin"],
+        "ratio_cueq_vs_e3nn": (rate["batched_cueq"] / rate["batched"]
+                               if cueq else None),
+        "cueq_convert_s_per_model": convert_s,
         "fraction_of_model_only_ceiling": rate["batched"] / rate["model_only"],
         "max_abs_diff_pipeline_vs_mace_graphs_eV_per_atom": float(np.max(np.abs(
             results["batched"][:, :m] - results["batched_mace_graphs"]))),
@@ -247,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="10-atom cells (default: 96 on a CPU, 8192 on a GPU)")
     parser.add_argument("--n-large", type=int, default=None,
                         help="50-atom cells (default: 32 on a CPU, 2048 on a GPU)")
+    parser.add_argument("--cueq", action="store_true",
+                        help="also time the members on cuEquivariance kernels")
     parser.add_argument("--slow-subset", type=int, default=256,
                         help="structures for the ASE loop, MACE's pipeline and TTA")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -279,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     batch_size=args.batch_size,
                     repeats=args.repeats,
                     slow_subset=args.slow_subset,
+                    cueq=args.cueq,
                 )
                 case["label"] = label
                 cases.append(case)
@@ -353,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['model_only']:7.0f}  {100 * c['fraction_of_model_only_ceiling']:8.0f}  "
             f"{c['max_abs_diff_ensemble_mean_eV_per_atom']:.1e}"
         )
+        if args.cueq:
+            print(f"        cuEquivariance: {r['batched_cueq']:.1f}/s "
+                  f"({c['ratio_cueq_vs_e3nn']:.2f}x e3nn), conversion "
+                  f"{c['cueq_convert_s_per_model']:.1f} s per model")
     print(f"wrote {args.out}")
     return 0
 

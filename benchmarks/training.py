@@ -10,7 +10,7 @@ Cu-Al frames for ``--epochs`` epochs, three ways, in one run:
   (:func:`train_ensemble` with ``parallel=1``): the start-up is paid once;
 * ``side_by_side``: ``--parallel`` workers at once (default: one per member on a
   GPU, one per core on a CPU), the members dealt to them: what the campaign's
-  train job does (:func:`flywheel.makers.train.jobs.parallel_members`).
+  train job does (:func:`flywheel.makers.train.core.parallel_members`).
 
 For each: wall seconds, worker start-up seconds (interpreter to MACE imported), and
 seconds per epoch of every member (from MACE's log, validation included).
@@ -81,11 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flywheel.makers.train.core import (
         MaceTrainSettings,
         frames_to_extxyz,
+        parallel_members,
         train_ensemble,
         train_mace_model,
         training_report,
     )
-    from flywheel.makers.train.jobs import parallel_members
 
     n = args.members
     parallel = args.parallel or parallel_members(n, args.device, 1)

@@ -231,6 +231,11 @@ class FilterConfig(_Section):
         None, ge=1, description="Most structures per inference batch; null: 32 on a "
         "CPU, 1024 on a GPU (where a batch that runs out of memory is split and "
         "retried, and later batches stay under the size that fit).")
+    cueq: bool = Field(
+        False, description="Run the ensemble on cuEquivariance kernels (needs "
+        "cuequivariance-torch and, for speed, its CUDA ops). Same energies; on a CPU "
+        "13 s per model to convert and 2.4x slower, so only for a GPU; unmeasured on "
+        "one (benchmarks/filter_throughput.py --cueq).")
     tta_scales: list[float] = Field(
         default_factory=lambda: [1.0],
         description="Isotropic lattice scalings for test-time augmentation; each "

@@ -178,6 +178,23 @@ def test_out_of_memory_batch_is_split_and_retried(tiny_models, candidates, caplo
         predict_energies([_RunsOutOfMemory(tiny_models[0], limit=1)], structures[:2])
 
 
+@pytest.mark.slow
+def test_cuequivariance_models_give_the_same_energies(tiny_models, candidates):
+    """filter.cueq: MACE's converter to cuEquivariance kernels (here their torch
+    fallback; the CUDA ops need a GPU) keeps every energy."""
+    pytest.importorskip("cuequivariance_torch")
+    from flywheel.makers.filter.core import predict_energies, to_cueq
+
+    dtype = torch.get_default_dtype()
+    converted = [to_cueq(m) for m in tiny_models]
+    assert torch.get_default_dtype() == dtype
+    assert type(converted[0].products[0].symmetric_contractions).__module__.startswith(
+        "cuequivariance_torch")
+    np.testing.assert_allclose(predict_energies(converted, candidates),
+                               predict_energies(tiny_models, candidates),
+                               rtol=0, atol=1e-5)
+
+
 def test_tta_with_unit_scale_equals_predict_energies(tiny_models, candidates):
     """One unit scale reproduces the plain batched prediction."""
     from flywheel.makers.filter.core import predict_energies

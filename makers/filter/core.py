@@ -56,8 +56,35 @@ def _to_atoms(structure: Any) -> Any:
     )
 
 
+def to_cueq(model: torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
+    """The same MACE model on cuEquivariance kernels (MACE's own converter).
+
+    Energies are unchanged (1.2e-8 eV/atom measured). Without the CUDA ops
+    (``cuequivariance-ops-torch-cu12``/``-cu13``) cuEquivariance falls back to a
+    naive torch implementation: on this CPU the conversion took 13 s per model and
+    inference was 2.4x slower (``benchmarks/filter_throughput.py --cueq``), so it is
+    for a GPU only.
+    """
+    try:
+        import cuequivariance_torch  # noqa: F401
+        from mace.cli.convert_e3nn_cueq import run
+    except ImportError as err:
+        raise RuntimeError(
+            "filter.cueq needs cuequivariance-torch, and on a GPU "
+            "cuequivariance-ops-torch-cu12 (or -cu13) for its kernels; install them "
+            "or set filter.cueq: false") from err
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    with _torch_default_dtype(next(model.parameters()).dtype):
+        converted = run(model, device=kind).to(device)
+    converted.eval()
+    for param in converted.parameters():
+        param.requires_grad_(False)
+    return converted
+
+
 def load_models(
-    paths: Sequence[Path], device: str = "cpu", dtype: str | None = None
+    paths: Sequence[Path], device: str = "cpu", dtype: str | None = None,
+    cueq: bool = False,
 ) -> list[torch.nn.Module]:
     """Load saved MACE models for inference.
 
@@ -69,6 +96,8 @@ def load_models(
         Torch device to place the models on.
     dtype : {"float32", "float64"} or None
         Convert the weights to this dtype; ``None`` keeps the trained dtype.
+    cueq : bool
+        Run the models on cuEquivariance kernels (:func:`to_cueq`).
 
     Returns
     -------
@@ -90,7 +119,7 @@ def load_models(
         model.eval()
         for param in model.parameters():
             param.requires_grad_(False)
-        models.append(model)
+        models.append(to_cueq(model, device) if cueq else model)
     return models
 
 

@@ -285,7 +285,8 @@ class FilterMaker(Maker):
             hull_e.append(d["prediction"]["hull_energy"])
             columns.append(d["prediction"]["members"])
         with tempfile.TemporaryDirectory() as tmp:
-            models = load_models(db.fetch_models(model_round, Path(tmp)), device)
+            models = load_models(db.fetch_models(model_round, Path(tmp)), device,
+                                 cueq=config.filter.cueq)
             rest = None  # without shards: the whole pool is scored here
             if fcfg.shard_size:
                 rest = [d["candidate_id"] for d in db.candidates.find(
@@ -411,7 +412,8 @@ class ScreenShardMaker(Maker):
         written = n_bad = 0
         if todo:
             with tempfile.TemporaryDirectory() as tmp:
-                models = load_models(db.fetch_models(model_round, Path(tmp)), device)
+                models = load_models(db.fetch_models(model_round, Path(tmp)), device,
+                                     cueq=config.filter.cueq)
                 pool = scorable_pool(db, config, round_index, models,
                                      current_hull(db, config), ids=todo)
                 _counts, energies = predict_pool(db, config, pool, models,

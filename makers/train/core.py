@@ -502,6 +502,17 @@ def train_mace_model(
     return Path(member["model"])
 
 
+def parallel_members(n_members: int, device: str, threads: int) -> int:
+    """Members to train side by side: all of them on a GPU, as many as the free
+    cores allow on a CPU (``cores // threads`` per trainer).
+    """
+    if not str(device).startswith("cpu"):
+        return n_members
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    return max(1, min(n_members, cores // max(threads, 1)))
+
+
 def train_ensemble(
     frames: Sequence,
     workdir: Path,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from jobflow import Maker, job
 
 from flywheel.makers.common import campaign_db, limit_threads
+from flywheel.makers.train.core import parallel_members
 
 if TYPE_CHECKING:
     from flywheel.config import CampaignConfig, MaceModelConfig
@@ -58,19 +59,6 @@ def check_foundation(path: Path, frames: list) -> None:
             f"filter.foundation_model {path} does not know {names}: use a model "
             "trained on every element of chemistry.elements, or none"
         )
-
-
-def parallel_members(n_members: int, device: str, threads: int) -> int:
-    """Members to train side by side: all of them on a GPU, as many as the free
-    cores allow on a CPU (``cores // threads`` per trainer).
-    """
-    import os
-
-    if not str(device).startswith("cpu"):
-        return n_members
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    return max(1, min(n_members, cores // max(threads, 1)))
 
 
 def train_settings(model: MaceModelConfig, device: str, n_members: int = 1):
