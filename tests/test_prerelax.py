@@ -276,3 +276,29 @@ def test_filter_prerelaxes_once_and_scores_the_relaxed_structures(
         before = docs[doc["candidate_id"]]
         assert doc["prerelaxed"] == before["prerelaxed"]
         assert doc["structure"] == before["structure"]
+
+
+def test_prerelax_never_rewrites_a_candidate_already_selected(tiny_mace, db_uri):
+    """A shard rerun after selection must not change what the oracle relaxes."""
+    from flywheel.config import CampaignConfig
+    from flywheel.makers.common import campaign_db, structure_fields
+    from flywheel.makers.filter.core import load_models
+    from flywheel.makers.filter.jobs import prerelax_pool
+
+    config = CampaignConfig(
+        name="pre-guard", chemistry={"elements": ["Al", "Cu"]},
+        database={"uri": db_uri},
+        filter={"prerelax": "mace", "prerelax_steps": 5, "prerelax_fmax": 0.01})
+    db = campaign_db(config)
+    cells = _strained_cual(2, seed=3)
+    ids = [f"r1-rss-{i:06d}" for i in range(2)]
+    for cid, s, status in zip(ids, cells, ("generated", "selected"), strict=True):
+        db.candidates.insert_one(db.q(candidate_id=cid, round=1, generator="rss",
+                                      structure=s.as_dict(), status=status,
+                                      **structure_fields(s)))
+    prerelax_pool(db, ids, list(cells), [s.as_dict() for s in cells], [True, True],
+                  config.filter, mace_model=load_models([tiny_mace])[0], model_round=0)
+    docs = {d["candidate_id"]: d for d in db.candidates.find(db.q())}
+    assert docs[ids[0]]["prerelaxed"]["model"] == "mace"
+    assert "prerelaxed" not in docs[ids[1]]
+    assert Structure.from_dict(docs[ids[1]]["structure"]) == cells[1]

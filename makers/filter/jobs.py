@@ -114,8 +114,18 @@ def prerelax_pool(
         steps=fcfg.prerelax_steps, fmax=fcfg.prerelax_fmax,
         batch_size=fcfg.batch_size, device=device,
     )
+    # Only 'generated' candidates: the oracle may already hold a selected one. The
+    # statuses are read by a key range and the updates filter by the key alone: an
+    # update filtering on a field beyond the unique index is a collection scan on
+    # the local server (0.26 s vs 0.7 ms per update on 10^4 candidates).
+    keys = sorted(ids[i] for i in idx)
+    generated = {d["candidate_id"] for d in db.candidates.find(
+        db.q(candidate_id={"$gte": keys[0], "$lte": keys[-1]}),
+        {"candidate_id": 1, "status": 1}) if d.get("status") == "generated"}
     ops = []
     for i, res in zip(idx, results, strict=True):
+        if ids[i] not in generated:
+            continue
         record = res.record(fcfg.prerelax)
         if fcfg.prerelax == "mace":
             record["model_round"] = model_round
@@ -127,9 +137,7 @@ def prerelax_pool(
         else:
             counts["failed"] += 1
             logger.info("prerelax of %s failed (original kept): %s", ids[i], res.error)
-        # Only 'generated' candidates: the oracle may already hold a selected one.
-        ops.append(UpdateOne(db.q(candidate_id=ids[i], status="generated"),
-                             {"$set": update}))
+        ops.append(UpdateOne(db.q(candidate_id=ids[i]), {"$set": update}))
     db.bulk_write("candidates", ops)
     logger.info("prerelax (%s): %s", fcfg.prerelax, counts)
     return counts
