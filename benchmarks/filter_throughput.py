@@ -125,11 +125,15 @@ def run_case(
     """Time the four paths on one set of structures (interleaved repeats)."""
     import torch
 
-    from flywheel.makers.filter.core import load_models, predict_energies
-    from flywheel.makers.filter.tta import predict_with_tta
-
-    from flywheel.makers.filter.core import DEFAULT_BATCH_SIZE, _GraphDataset, _batches
+    from flywheel.makers.filter.core import (
+        DEFAULT_BATCH_SIZE,
+        _batches,
+        _GraphDataset,
+        load_models,
+        predict_energies,
+    )
     from flywheel.makers.filter.graphs import default_backend, iter_batches
+    from flywheel.makers.filter.tta import predict_with_tta
 
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE["cpu" if device == "cpu" else "cuda"]

@@ -234,8 +234,8 @@ class FilterConfig(_Section):
     cueq: bool = Field(
         False, description="Run the ensemble on cuEquivariance kernels (needs "
         "cuequivariance-torch and, for speed, its CUDA ops). Same energies; on a CPU "
-        "13 s per model to convert and 2.4x slower, so only for a GPU; unmeasured on "
-        "one (benchmarks/filter_throughput.py --cueq).")
+        "10-13 s per model to convert and 2.4-2.8x slower, so only for a GPU; "
+        "unmeasured on one (benchmarks/filter_throughput.py --cueq).")
     tta_scales: list[float] = Field(
         default_factory=lambda: [1.0],
         description="Isotropic lattice scalings for test-time augmentation; each "

@@ -61,9 +61,9 @@ def to_cueq(model: torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
 
     Energies are unchanged (1.2e-8 eV/atom measured). Without the CUDA ops
     (``cuequivariance-ops-torch-cu12``/``-cu13``) cuEquivariance falls back to a
-    naive torch implementation: on this CPU the conversion took 13 s per model and
-    inference was 2.4x slower (``benchmarks/filter_throughput.py --cueq``), so it is
-    for a GPU only.
+    naive torch implementation: on this CPU the conversion took 10-13 s per model
+    and inference was 2.4-2.8x slower (``benchmarks/filter_throughput.py --cueq``),
+    so it is for a GPU only.
     """
     try:
         import cuequivariance_torch  # noqa: F401
@@ -296,7 +296,8 @@ class _Evaluator:
             if n_graphs == 1:
                 raise RuntimeError(
                     f"one structure of {int(batch['ptr'][1])} atoms and {n_edges} "
-                    f"edges does not fit in the memory of {self.device}: {err}") from err
+                    f"edges does not fit in the memory of {self.device}: {err}",
+                ) from err
             self.max_edges = max(1, n_edges // 2)
             self.splits += 1
             logger.warning("out of memory at %d structures, %d edges on %s: split "

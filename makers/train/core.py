@@ -442,9 +442,9 @@ def _train_group(members: Sequence[dict], settings: MaceTrainSettings,
                                                 "error": f"worker {returncode}"}
         if not entry["ok"] or not Path(member["model"]).exists():
             log = Path(member["log"])
-            failed.append(
-                f"MACE training {member['name']} failed ({entry.get('error', 'no model')}"
-                f"); log {log}:\n{_log_tail(log)}")
+            why = entry.get("error", "no model")
+            failed.append(f"MACE training {member['name']} failed ({why}); log "
+                          f"{log}:\n{_log_tail(log)}")
     if failed:
         if not done:
             failed.append(f"worker log {worker_log}:\n{_log_tail(worker_log)}")

@@ -22,14 +22,14 @@ import time
 
 _T0 = time.perf_counter()
 
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import traceback  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+import contextlib
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def _reset_logging() -> None:
@@ -79,7 +79,7 @@ def train_members(spec: dict) -> dict:
                 _reset_logging()
                 run(tools.build_default_arg_parser().parse_args(member["argv"]))
                 entry["ok"] = True
-            except BaseException as err:  # noqa: BLE001  (a member's failure is reported)
+            except BaseException as err:  # a member's failure is reported
                 traceback.print_exc()
                 entry["ok"] = False
                 entry["error"] = f"{type(err).__name__}: {err}"
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: ``SPEC.json``; exit 0 when every member trained."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m flywheel.makers.train.worker SPEC.json", file=sys.stderr)
+        print("usage: python -m flywheel.makers.train.worker SPEC.json",
+              file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text())
     report = train_members(spec)
