@@ -78,6 +78,9 @@ def test_tiny_campaign_end_to_end(tmp_path, db_uri, capsys):
     # models of both rounds in GridFS, frames for every material with frames
     assert db["models.files"].count_documents({"metadata.round": 0}) == 2
     assert db["models.files"].count_documents({"metadata.round": 1}) == 2
+    # each round's training time per epoch, from MACE's log (both members in workers)
+    for r in rounds:
+        assert 0 < r["train_seconds_per_epoch"] < r["train_seconds"]
     # the per-round table was printed
     assert "hit rate" in out and "entries on the hull" in out
     assert "base rate" in out and "enrichment" in out

@@ -328,7 +328,7 @@ def iter_batches(atoms_list: Sequence[Any], r_max: float, zs: Sequence[int], *,
         n_edges = 0.0
         first = 0
         for atoms in atoms_list:
-            edges = expected_edges(atoms, r_max)
+            edges = 0.0 if max_edges is None else expected_edges(atoms, r_max)
             if pending and (len(pending) >= batch_size
                             or (max_edges is not None and n_edges + edges > max_edges)):
                 yield len(pending), device_batch(pending, r_max, index, len(zs), head,

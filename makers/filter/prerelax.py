@@ -290,6 +290,9 @@ def _isolated(fn: Callable[[list[Atoms]], list[Evaluation]]) -> Evaluator:
         except Exception as batch_error:
             if len(atoms_list) == 1:
                 return [batch_error]
+            logger.warning("batched evaluation of %d structures failed (%s: %s); "
+                           "evaluating them one at a time", len(atoms_list),
+                           type(batch_error).__name__, batch_error)
         out: list[Evaluation | Exception] = []
         for atoms in atoms_list:
             try:
@@ -434,7 +437,7 @@ def prerelax_structures(
     steps: int = 50,
     fmax: float = 0.1,
     optimizer: Literal["FIRE", "BFGS"] = "FIRE",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     device: str = "cpu",
     max_volume_ratio: float = 3.0,
     progress: bool | None = None,
@@ -453,7 +456,8 @@ def prerelax_structures(
     steps, fmax, optimizer, max_volume_ratio, progress
         See :func:`relax_lockstep`.
     batch_size
-        Structures per batched model call.
+        Structures per batched model call (``None``: 16, on every device: forces
+        and stresses make a relaxation step heavier than the filter's energies).
     device
         Torch device.
 
@@ -462,6 +466,7 @@ def prerelax_structures(
     list of PrerelaxResult
         One per input, in order.
     """
+    batch_size = batch_size or 16
     if model == "chgnet":
         evaluate = chgnet_evaluator(batch_size=batch_size, device=device)
     elif model == "mace":
