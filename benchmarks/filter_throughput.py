@@ -70,17 +70,23 @@ def _cells(n: int, repeat: tuple[int, int, int], seed: int) -> list:
     return out
 
 
-def _train_members(workdir: Path, n_models: int, device: str) -> list[Path]:
+def emt_frames(n: int, seed: int = 0) -> list:
+    """``n`` 6-atom cells of :func:`_cells` labelled by EMT (training frames)."""
     from ase.calculators.emt import EMT
 
-    from flywheel.makers.train.core import MaceTrainSettings, train_ensemble
-
-    frames = _cells(24, (1, 2, 3), seed=0)
+    frames = _cells(n, (1, 2, 3), seed=seed)
     for atoms in frames:
         atoms.calc = EMT()
         atoms.info["REF_energy"] = atoms.get_potential_energy()
         atoms.arrays["REF_forces"] = atoms.get_forces()
         atoms.calc = None
+    return frames
+
+
+def _train_members(workdir: Path, n_models: int, device: str) -> list[Path]:
+    from flywheel.makers.train.core import MaceTrainSettings, train_ensemble
+
+    frames = emt_frames(24, seed=0)
     settings = MaceTrainSettings(max_num_epochs=1, stress_weight=0.0, device=device)
     return train_ensemble(frames, workdir, n_models=n_models, settings=settings)
 

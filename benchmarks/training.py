@@ -1,7 +1,7 @@
 """Training an ensemble: start-up per member vs one worker process for several members.
 
 Trains ``--members`` MACE members (flywheel's default filter architecture) on EMT
-Cu-Al frames for ``--epochs`` epochs, three ways, in one run:
+Cu-Al frames (``filter_throughput.emt_frames``) for ``--epochs`` epochs, three ways, in one run:
 
 * ``process_per_member``: each member in its own fresh process, one after another
   (:func:`flywheel.makers.train.core.train_mace_model` per member): what an ensemble
@@ -36,29 +36,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
-
-
-def _frames(n: int, seed: int = 0) -> list:
-    """EMT-labelled random Cu/Al occupations of a strained, rattled 6-atom cell."""
-    import numpy as np
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        atoms = bulk("Cu", "fcc", a=3.75).repeat((1, 2, 3))
-        atoms.symbols[rng.random(len(atoms)) < 0.4] = "Al"
-        strain = np.eye(3) + rng.normal(0.0, 0.02, (3, 3))
-        atoms.set_cell(atoms.cell[:] @ strain, scale_atoms=True)
-        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        atoms.info["REF_energy"] = atoms.get_potential_energy()
-        atoms.arrays["REF_forces"] = atoms.get_forces()
-        atoms.calc = None
-        out.append(atoms)
-    return out
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "training.json"
+sys.path.insert(0, str(HERE))
+from filter_throughput import emt_frames  # noqa: E402  (same cells, EMT labels)
 
 
 def _per_epoch(paths: Sequence[Path]) -> list[float | None]:
@@ -89,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     n = args.members
     parallel = args.parallel or parallel_members(n, args.device, 1)
-    frames = _frames(args.frames)
+    frames = emt_frames(args.frames)
     settings = MaceTrainSettings(max_num_epochs=args.epochs, device=args.device,
                                  stress_weight=0.0)
     modes = {}
