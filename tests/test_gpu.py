@@ -37,32 +37,15 @@ def test_device_search_gives_exactly_matscipys_edges():
 
 
 def test_gpu_energies_equal_the_cpu_path(tmp_path):
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
-
     from flywheel.makers.filter.core import load_models, predict_energies
     from flywheel.makers.train.core import MaceTrainSettings, train_ensemble
+    from tests.test_mace_core import make_emt_frames  # ase only: no pymatgen there
 
-    # ase only: the GPU machine's environment has no pymatgen.
-    def _emt_frames(n, seed):
-        rng = np.random.default_rng(seed)
-        frames = []
-        for _ in range(n):
-            atoms = bulk("Cu", "fcc", a=rng.uniform(3.5, 3.9), cubic=True)
-            atoms.symbols[rng.random(len(atoms)) < 0.4] = "Al"
-            atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
-            atoms.calc = EMT()
-            atoms.info["REF_energy"] = atoms.get_potential_energy()
-            atoms.arrays["REF_forces"] = atoms.get_forces()
-            atoms.calc = None
-            frames.append(atoms)
-        return frames
-
-    (path,) = train_ensemble(_emt_frames(24, seed=0), tmp_path, n_models=1,
+    (path,) = train_ensemble(make_emt_frames(24, seed=0), tmp_path, n_models=1,
                              settings=MaceTrainSettings(max_num_epochs=2,
                                                         num_channels=8,
                                                         stress_weight=0.0))
-    structures = _emt_frames(40, seed=5)
+    structures = make_emt_frames(40, seed=5)
     cpu = predict_energies(load_models([path]), structures, graphs="mace")
     for graphs in ("torch", "vesin"):
         gpu = predict_energies(load_models([path], device="cuda"), structures,

@@ -239,8 +239,8 @@ def _model_elements(model_path: Path) -> set[int]:
     import mace
     import torch
 
-    # Unpickling MACE's torch.fx modules is not thread-safe (train_ensemble runs
-    # members from threads): "CURRENT_PATCHER is None in finally block".
+    # Unpickling MACE's torch.fx modules is not thread-safe ("CURRENT_PATCHER is
+    # None in finally block"); train_mace_model may be called from threads.
     with _LOAD_LOCK:
         model = torch.load(str(model_path), map_location="cpu", weights_only=False)
     return {int(z) for z in model.atomic_numbers}
